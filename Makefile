@@ -1,0 +1,143 @@
+# A hands-on system-design course. This Makefile is the way in; read it top to bottom as
+# the setup guide.
+#
+#   1. You need Docker with Compose v2 (`docker compose version` says v2.x) and make.
+#      Go is needed only to develop the course (make test, make offline).
+#   2. Run a stage:     make stage 1 up      then read docs/01-base.md
+#   3. Prove it works:  make stage 1 check   (it breaks the stack on purpose, then reports)
+#   4. Measure it:      make stage 1 bench
+#   5. Clean up:        make stage 1 down
+#
+# No registry reachable (CI, air-gapped machines)?  make offline  builds local stand-ins for
+# every third-party image from Debian packages and switches the stages to them.
+# No Compose v2?  make compose-v2  builds the pinned version from the Go module proxy.
+#
+# Every stage publishes its own host ports on 127.0.0.1 only (stage N uses 8N00-8N99), so
+# two stages can be up at once without colliding.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# Pinned third-party images live in images.env; `make offline` adds images/offline.env,
+# which names the local stand-ins instead and builds the Go services from host binaries.
+include images.env
+OFFLINE_ENV := $(wildcard images/offline.env)
+COMPOSE_ENV := --env-file images.env $(if $(OFFLINE_ENV),--env-file $(OFFLINE_ENV))
+ifneq ($(OFFLINE_ENV),)
+  export GO_BUILD := prebuilt
+  export DOCKER_BUILDKIT := 0
+  PREPARE := binaries
+else
+  export GO_BUILD ?= source
+endif
+
+GOARCH := $(shell go env GOARCH 2>/dev/null || echo amd64)
+TOOLS_IMAGE := course-tools:dev
+DOCKER_SOCK := /var/run/docker.sock
+DOCKER_GID := $(shell stat -c %g $(DOCKER_SOCK) 2>/dev/null || stat -f %g $(DOCKER_SOCK) 2>/dev/null || echo 0)
+
+# ---- make stage N VERB ----------------------------------------------------------------
+# `make stage 1 up` arrives as three goals; the words after "stage" become arguments.
+ifeq (stage,$(firstword $(MAKECMDGOALS)))
+  STAGE_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  $(eval $(STAGE_ARGS):;@:)
+  N := $(word 1,$(STAGE_ARGS))
+  VERB := $(word 2,$(STAGE_ARGS))
+endif
+ifdef N
+  NN := $(shell printf %02d "$(N)" 2>/dev/null)
+  STAGE_DIR := $(wildcard stages/$(NN)-*)
+  PROJECT := course-$(notdir $(STAGE_DIR))
+  COMPOSE := docker compose $(COMPOSE_ENV) -f $(STAGE_DIR)/compose.yaml
+  # AGAINST=M runs stage N's check or bench against stage M's stack (the negative controls).
+  AGAINST_DIR := $(if $(AGAINST),$(wildcard stages/$(shell printf %02d "$(AGAINST)")-*),$(STAGE_DIR))
+  TARGET_PROJECT := course-$(notdir $(AGAINST_DIR))
+endif
+
+.PHONY: help stage
+help: ## this guide
+	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
+	@echo "Targets:"
+	@grep -E '^[a-z0-9-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down"
+	@echo "Stages:"
+	@awk -F' = ' '/^number/{n=$$2} /^title/{gsub(/"/,"",$$2); printf "  %2s  %s\n", n, $$2}' stages/course.toml
+
+stage: ## make stage N up|check|bench|logs|ps|down
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down (N is a stage number)"; exit 2; }
+	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
+	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
+	@$(MAKE) stage-$(or $(VERB),missing-verb) N=$(N)
+
+stage-missing-verb:
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down"; exit 2
+
+stage-up: $(PREPARE)
+	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
+	$(COMPOSE) up -d --build --wait --wait-timeout 120
+	@$(COMPOSE) ps --format 'table {{.Service}}\t{{.Status}}\t{{.Ports}}'
+	@echo "next: read docs/$(notdir $(STAGE_DIR)).md, then make stage $(N) check"
+
+stage-down:
+	$(COMPOSE) --profile '*' down --volumes --remove-orphans --timeout 20
+
+stage-logs:
+	$(COMPOSE) logs --follow --tail 50
+
+stage-ps:
+	$(COMPOSE) ps
+
+# check and bench run the course tool in a container on the stack's network: it reaches
+# services by name, and stops or kills containers through the Docker socket.
+RUN_TOOL = mkdir -p reports && docker run --rm --network $(TARGET_PROJECT)_default \
+	--user $$(id -u):$$(id -g) --group-add $(DOCKER_GID) \
+	-v $(DOCKER_SOCK):/var/run/docker.sock -v "$(CURDIR)":/course:ro -v "$(CURDIR)/reports":/course/reports \
+	-e COURSE_ROOT=/course -e COURSE_PROJECT=$(TARGET_PROJECT) -e COURSE_REPORT \
+	$(TOOLS_IMAGE)
+
+stage-check: tools-image
+	@docker network inspect $(TARGET_PROJECT)_default >/dev/null 2>&1 || { echo "$(TARGET_PROJECT) is not up: run make stage $(or $(AGAINST),$(N)) up"; exit 2; }
+	@$(RUN_TOOL) check $(N)
+
+stage-bench: tools-image $(PREPARE)
+	@docker network inspect $(TARGET_PROJECT)_default >/dev/null 2>&1 || { echo "$(TARGET_PROJECT) is not up: run make stage $(N) up"; exit 2; }
+	$(COMPOSE) --profile bench up -d --build --wait --wait-timeout 120
+	@$(RUN_TOOL) bench $(N)
+
+# ---- building --------------------------------------------------------------------------
+.PHONY: binaries tools-image offline standins compose-v2
+binaries: ## build every Go binary for Linux into bin/linux (the offline images copy them)
+	@mkdir -p bin/linux
+	@for dir in $$(go list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./stages/...); do \
+	  name=$$(basename $$(dirname $$dir))-$$(basename $$dir); \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w' -o bin/linux/$$name ./$${dir#$(CURDIR)/}; \
+	done
+	@CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w' -o bin/linux/course ./tools/cmd/course
+
+tools-image: $(PREPARE)
+	@out=$$(docker build -q --target $(GO_BUILD) --build-arg BIN=course --build-arg PKG=tools/cmd/course \
+	  --build-arg GO_IMAGE=$(GO_IMAGE) -t $(TOOLS_IMAGE) . 2>&1) || { echo "$$out"; exit 1; }
+
+standins: ## build the offline stand-ins for third-party images (cached; needs root and debootstrap)
+	bash images/standins.sh
+
+offline: standins binaries ## use local stand-ins and host-built binaries: for machines without a registry
+	@echo "offline mode on: images/offline.env overrides images.env (rm images/offline.env to undo)"
+
+compose-v2: ## build and install the pinned Docker Compose v2 plugin from the Go module proxy
+	bash build/compose/install.sh
+
+# ---- testing ---------------------------------------------------------------------------
+.PHONY: test unit e2e doctor
+test: unit e2e ## unit tests (race detector) and every finished stage end to end
+
+unit: ## unit tests of the shared packages, stages and tools, with the race detector
+	go test -race -count=1 ./shared/... ./stages/... ./tools/...
+
+e2e: doctor ## every finished stage: up, check, negative control, down
+	go run ./tools/cmd/course e2e
+
+doctor: ## check that Docker, Compose v2 and the images are ready, and say how to fix what is not
+	@bash build/doctor.sh

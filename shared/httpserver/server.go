@@ -1,0 +1,129 @@
+// Package httpserver is the HTTP plumbing every course server shares: echo with request ids,
+// an instance header, JSON errors, Prometheus metrics, timeouts, and graceful shutdown.
+// Stages add their own routes on top; nothing here knows what a stage is about.
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is read from the environment by the stage's main (see Load).
+type Config struct {
+	Addr              string        `env:"ADDR" envDefault:":8080"`
+	Instance          string        `env:"INSTANCE"` // defaults to the hostname (the container id under Docker)
+	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
+	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"10s"`
+	// WriteTimeout bounds a whole response, so it must exceed the slowest legitimate handler
+	// (the 30 s long query ceiling).
+	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"40s"`
+	IdleTimeout  time.Duration `env:"IDLE_TIMEOUT" envDefault:"60s"`
+	// ShutdownTimeout is how long in-flight requests may run after SIGTERM. Zero drops them at
+	// once: that is the broken configuration the stage-01 negative control runs.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"15s"`
+}
+
+// InstanceHeader names the server instance that answered, so a learner behind a balancer
+// can see who served each request.
+const InstanceHeader = "X-Served-By"
+
+// Server is an echo instance with the course's middleware and standard endpoints.
+type Server struct {
+	Echo     *echo.Echo
+	Registry *prometheus.Registry
+	cfg      Config
+	log      *slog.Logger
+}
+
+// New builds a server with /ping, /healthz and /metrics already routed.
+func New(cfg Config, log *slog.Logger) *Server {
+	if cfg.Instance == "" {
+		cfg.Instance, _ = os.Hostname()
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = jsonErrorHandler(log)
+	e.Server.ReadHeaderTimeout = cfg.ReadHeaderTimeout
+	e.Server.ReadTimeout = cfg.ReadTimeout
+	e.Server.WriteTimeout = cfg.WriteTimeout
+	e.Server.IdleTimeout = cfg.IdleTimeout
+
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg)
+
+	// Outermost first. Recover sits innermost so a panic becomes an error that the metrics
+	// middleware writes (as a JSON 500) and counts like any other response.
+	e.Use(
+		middleware.RequestID(),
+		func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Response().Header().Set(InstanceHeader, cfg.Instance)
+				return next(c)
+			}
+		},
+		requestLogger(log),
+		m.middleware,
+		middleware.Recover(),
+	)
+
+	s := &Server{Echo: e, Registry: reg, cfg: cfg, log: log}
+	e.GET("/ping", s.ping)
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/metrics", echo.WrapHandler(m.handler(reg)))
+	return s
+}
+
+// Instance is the name this server reports in InstanceHeader.
+func (s *Server) Instance() string { return s.cfg.Instance }
+
+func (s *Server) ping(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"message": "pong", "instance": s.cfg.Instance})
+}
+
+// Run serves until ctx is done or SIGTERM/SIGINT arrives, then stops accepting connections
+// and waits up to ShutdownTimeout for in-flight requests before returning.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() {
+		s.log.Info("listening", "addr", s.cfg.Addr, "instance", s.cfg.Instance)
+		errc <- s.Echo.Start(s.cfg.Addr)
+	}()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	if s.cfg.ShutdownTimeout <= 0 {
+		s.log.Warn("shutting down without a grace period: in-flight requests are dropped")
+		return s.Echo.Close()
+	}
+	s.log.Info("shutting down: no new connections, finishing in-flight requests", "grace", s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.Echo.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	s.log.Info("stopped cleanly")
+	return nil
+}

@@ -1,0 +1,3 @@
+module github.com/sysdesign-course/course/stages
+
+go 1.26.0

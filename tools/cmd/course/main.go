@@ -1,0 +1,63 @@
+// Command course is the course's own tool. Learners reach it through make:
+//
+//	course check N   prove stage N's concept on its running stack (exit 0 pass, 1 fail, 2 inconclusive)
+//	course bench N   measure stage N's numbers side by side
+//	course e2e       for every finished stage: up, check, negative control, down (make test)
+//
+// check and bench run in a container on the stage's network (see the Makefile), so they
+// reach services by name and work the same on Docker Desktop, where container addresses
+// are not reachable from the host. e2e runs on the host and drives make.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+const usage = `usage: course check N | bench N | e2e
+  check N   prove stage N's concept on its running stack
+  bench N   measure stage N's numbers
+  e2e       run every finished stage end to end (up, check, negative control, down)
+environment: COURSE_ROOT (repository), COURSE_PROJECT (Compose project under test),
+COURSE_REPORT (report folder, relative to the repository)`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	stageArg := func() (int, bool) {
+		if len(args) != 2 {
+			return 0, false
+		}
+		n, err := strconv.Atoi(args[1])
+		return n, err == nil
+	}
+	switch args[0] {
+	case "check", "bench":
+		n, ok := stageArg()
+		if !ok {
+			fmt.Fprintln(os.Stderr, usage)
+			return 2
+		}
+		if args[0] == "check" {
+			return checkCmd(ctx, n)
+		}
+		return benchCmd(ctx, n)
+	case "e2e":
+		return e2eCmd(ctx)
+	default:
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+}

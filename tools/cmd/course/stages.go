@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sysdesign-course/course/tools/internal/check"
+	"github.com/sysdesign-course/course/tools/internal/course"
+	"github.com/sysdesign-course/course/tools/internal/fault"
+	"github.com/sysdesign-course/course/tools/internal/load"
+	"github.com/sysdesign-course/course/tools/internal/report"
+	"github.com/sysdesign-course/course/tools/internal/stage01"
+)
+
+// benchFunc measures a stage; it may use the Docker API (for limits or faults).
+type benchFunc func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error)
+
+// stage is what the tool knows how to run for one stage; course.toml says the rest.
+type stage struct {
+	steps []check.Step
+	bench benchFunc
+}
+
+var stages = map[int]stage{
+	1: {
+		steps: stage01.Steps(stage01.Defaults),
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			cpus, err := d.CPULimit(ctx, "server")
+			if err != nil {
+				return report.Table{}, nil, err
+			}
+			return stage01.Bench(ctx, stage01.BenchDefaults, st.Target, "http://nethttp:8080", cpus)
+		},
+	},
+}
+
+// session is what check and bench share: the stage, its project, the run's timeline and
+// report folder.
+type session struct {
+	root      string
+	stage     course.Stage
+	impl      stage
+	project   string
+	timeline  *report.Timeline
+	faults    *fault.Docker
+	reportDir string
+}
+
+func open(kind string, n int) (*session, error) {
+	root, err := course.Root()
+	if err != nil {
+		return nil, err
+	}
+	c, err := course.Load(root)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.Stage(n)
+	if err != nil {
+		return nil, err
+	}
+	impl, ok := stages[n]
+	if !ok {
+		return nil, fmt.Errorf("stage %d (%s) has no check yet", n, st.Slug)
+	}
+	s := &session{root: root, stage: st, impl: impl, project: st.Project(), timeline: report.NewTimeline(250 * time.Millisecond)}
+	if p := os.Getenv("COURSE_PROJECT"); p != "" {
+		s.project = p
+	}
+	s.faults, err = fault.NewDocker(s.project, s.timeline)
+	if err != nil {
+		return nil, err
+	}
+	if dir := os.Getenv("COURSE_REPORT"); dir != "" {
+		s.reportDir = filepath.Join(root, dir)
+		err = os.MkdirAll(s.reportDir, 0o755)
+	} else {
+		s.reportDir, err = report.Dir(filepath.Join(root, "reports"), st.Slug, kind, time.Now().UTC())
+	}
+	return s, err
+}
+
+func (s *session) rel(path string) string {
+	if r, err := filepath.Rel(s.root, path); err == nil {
+		return r
+	}
+	return path
+}
+
+func checkCmd(ctx context.Context, n int) int {
+	s, err := open("check", n)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "check:", err)
+		return 2
+	}
+	defer s.faults.Close()
+	prefix := fmt.Sprintf("stage-%d", n)
+	fmt.Printf("[%s] checking %s (%s) against project %s at %s\n", prefix, s.stage.Slug, s.stage.Title, s.project, s.stage.Target)
+
+	env := &check.Env{Target: s.stage.Target, Faults: s.faults, Timeline: s.timeline, Client: load.NewClient(16, 10*time.Second)}
+	monitorCtx, stopMonitor := context.WithCancel(ctx)
+	done := monitor(monitorCtx, env)
+	start := time.Now()
+	results, outcome := check.Run(ctx, prefix, s.impl.steps, env, os.Stdout)
+	stopMonitor()
+	<-done
+
+	rep := report.Report{Stage: s.stage.Slug, Kind: "check", Target: s.stage.Target, StartedAt: start.UTC(),
+		Elapsed: time.Since(start).Seconds(), Outcome: string(outcome), Steps: results}
+	if err := report.Write(s.reportDir, rep, s.timeline); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the report:", err)
+	}
+	passed, failed, unsure := 0, 0, 0
+	for _, r := range results {
+		switch r.Outcome {
+		case check.Pass:
+			passed++
+		case check.Fail:
+			failed++
+		default:
+			unsure++
+		}
+	}
+	fmt.Printf("[%s] %s: %d passed, %d failed, %d inconclusive in %.0fs; report: %s/\n",
+		prefix, outcome, passed, failed, unsure, time.Since(start).Seconds(), s.rel(s.reportDir))
+	return outcome.ExitCode()
+}
+
+// monitor pings the target ten times a second for the chart, so the report shows every
+// fault's effect on a steady stream of ordinary requests. Its results are not asserted.
+func monitor(ctx context.Context, env *check.Env) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, _ = env.Get(rctx, "monitor /ping", "/ping")
+				cancel()
+			}
+		}
+	}()
+	return done
+}
+
+func benchCmd(ctx context.Context, n int) int {
+	s, err := open("bench", n)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	defer s.faults.Close()
+	if s.impl.bench == nil {
+		fmt.Fprintf(os.Stderr, "stage %d has no bench\n", n)
+		return 2
+	}
+	start := time.Now()
+	fmt.Printf("benchmarking %s against project %s; this takes about a minute\n", s.stage.Slug, s.project)
+	table, bars, err := s.impl.bench(ctx, s.stage, s.faults)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	table.Print(os.Stdout)
+	rep := report.Report{Stage: s.stage.Slug, Kind: "bench", Target: s.stage.Target, StartedAt: start.UTC(),
+		Elapsed: time.Since(start).Seconds(), Outcome: "measured", Results: table}
+	if err := report.Write(s.reportDir, rep, s.timeline); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the report:", err)
+		return 1
+	}
+	if err := report.WriteBars(filepath.Join(s.reportDir, "bench.png"), bars...); err != nil {
+		fmt.Fprintln(os.Stderr, "drawing the bench chart:", err)
+		return 1
+	}
+	fmt.Printf("report: %s/ (report.json, bench.png)\n", s.rel(s.reportDir))
+	return 0
+}

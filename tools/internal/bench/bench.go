@@ -1,0 +1,82 @@
+// Package bench holds what every stage's bench shares: measuring one target with the load
+// generator while accounting for the generator's own CPU, and formatting the numbers.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/sysdesign-course/course/tools/internal/load"
+	"github.com/sysdesign-course/course/tools/internal/report"
+)
+
+// Measurement is one target's numbers summed over every round it ran.
+type Measurement struct {
+	Name       string
+	OK, Failed int64
+	Elapsed    time.Duration
+	CPU        time.Duration // the load generator's own CPU time while measuring
+	Latency    *hdrhistogram.Histogram
+}
+
+// NewMeasurement starts an empty measurement.
+func NewMeasurement(name string) *Measurement {
+	return &Measurement{Name: name, Latency: report.NewHistogram()}
+}
+
+// ReqPerSec is completed requests per second.
+func (m *Measurement) ReqPerSec() float64 { return float64(m.OK+m.Failed) / m.Elapsed.Seconds() }
+
+// GeneratorCores is how many cores the load generator kept busy: near the cores it had,
+// the generator, not the server, limited the throughput.
+func (m *Measurement) GeneratorCores() float64 { return m.CPU.Seconds() / m.Elapsed.Seconds() }
+
+// P returns a latency percentile in milliseconds.
+func (m *Measurement) P(q float64) float64 { return report.MS(m.Latency.ValueAtQuantile(q)) }
+
+// Round runs the load generator against url for d after a warm-up whose numbers are
+// dropped (it opens the connections and lets the server's runtime settle), and adds the
+// numbers to m.
+func Round(ctx context.Context, m *Measurement, client *http.Client, url string, workers int, warmup, d time.Duration) error {
+	op := load.Get(client, url)
+	if _, err := load.Run(ctx, load.Options{Workers: workers, Duration: warmup}, op); err != nil {
+		return err
+	}
+	cpu0 := cpuTime()
+	res, err := load.Run(ctx, load.Options{Workers: workers, Duration: d}, op)
+	if err != nil {
+		return err
+	}
+	m.CPU += cpuTime() - cpu0
+	m.OK += res.OK
+	m.Failed += res.Failed
+	m.Elapsed += res.Elapsed
+	m.Latency.Merge(res.Latency)
+	if res.OK == 0 {
+		return fmt.Errorf("%s: no request succeeded (%v)", url, res.Errors)
+	}
+	return nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Row formats a measurement as a table row: name, req/s, p50, p99, p99.9, failed, generator CPU.
+func Row(m *Measurement) []string {
+	return []string{m.Name, fmt.Sprintf("%.0f", m.ReqPerSec()), fmt.Sprintf("%.2f", m.P(50)),
+		fmt.Sprintf("%.2f", m.P(99)), fmt.Sprintf("%.2f", m.P(99.9)), fmt.Sprint(m.Failed),
+		fmt.Sprintf("%.2f", m.GeneratorCores())}
+}
+
+// Columns matches Row.
+var Columns = []string{"target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "failed", "generator cores"}

@@ -1,0 +1,34 @@
+package course
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTheCourseFileLoads(t *testing.T) {
+	c, err := Load("../../..")
+	require.NoError(t, err)
+	s, err := c.Stage(1)
+	require.NoError(t, err)
+	assert.Equal(t, "course-01-base", s.Project())
+	_, err = c.Stage(len(c.Stages) + 1)
+	assert.Error(t, err)
+}
+
+func TestFinishedStageNeedsANegativeControl(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "stages"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "stages", "course.toml"), []byte(`
+[[stage]]
+number = 1
+slug = "01-x"
+target = "http://x"
+finished = true
+`), 0o644))
+	_, err := Load(root)
+	assert.ErrorContains(t, err, "no negative control")
+}

@@ -1,0 +1,159 @@
+// Package fault stops, kills, pauses and starts the containers of a Compose service through
+// the Docker Engine API, the way `docker compose stop|kill|pause|start SERVICE` would, and
+// marks each fault on the run's timeline so the chart shows when it happened.
+package fault
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+)
+
+// Injector is what checks use to break a stack on purpose. Checks' own tests substitute a
+// fake that stops in-process servers.
+type Injector interface {
+	Stop(ctx context.Context, service string) error
+	Start(ctx context.Context, service string) error
+	Kill(ctx context.Context, service string) error
+	Pause(ctx context.Context, service string) error
+	Unpause(ctx context.Context, service string) error
+	// WaitHealthy returns once every container of the service reports healthy.
+	WaitHealthy(ctx context.Context, service string) error
+}
+
+// Marker receives a label for every fault as it starts and ends.
+type Marker interface{ Mark(label string) }
+
+// Docker injects faults into one Compose project through the engine's API.
+type Docker struct {
+	api     *client.Client
+	project string
+	marker  Marker
+}
+
+// NewDocker connects with the usual DOCKER_HOST environment (default: the local socket).
+func NewDocker(project string, marker Marker) (*Docker, error) {
+	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &Docker{api: api, project: project, marker: marker}, nil
+}
+
+// Close releases the API connection.
+func (d *Docker) Close() error { return d.api.Close() }
+
+// Containers returns the ids of a service's containers, running or not.
+func (d *Docker) Containers(ctx context.Context, service string) ([]string, error) {
+	list, err := d.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", "com.docker.compose.project="+d.project),
+		filters.Arg("label", "com.docker.compose.service="+service),
+	)})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s containers: %w", service, err)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("project %s has no %q service: is the stage up? (make stage N up)", d.project, service)
+	}
+	ids := make([]string, len(list))
+	for i, c := range list {
+		ids[i] = c.ID
+	}
+	return ids, nil
+}
+
+func (d *Docker) each(ctx context.Context, verb, service string, op func(ctx context.Context, id string) error) error {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	d.marker.Mark(verb + " " + service)
+	for _, id := range ids {
+		if err := op(ctx, id); err != nil {
+			return fmt.Errorf("%s %s (%.12s): %w", verb, service, id, err)
+		}
+	}
+	d.marker.Mark(fmt.Sprintf("%s done (%.1fs)", verb, time.Since(start).Seconds()))
+	return nil
+}
+
+// Stop sends SIGTERM and waits for the service's stop_grace_period, then SIGKILL: a
+// graceful stop, as `docker compose stop`.
+func (d *Docker) Stop(ctx context.Context, service string) error {
+	return d.each(ctx, "stop", service, func(ctx context.Context, id string) error {
+		return d.api.ContainerStop(ctx, id, container.StopOptions{})
+	})
+}
+
+// Start starts stopped containers again.
+func (d *Docker) Start(ctx context.Context, service string) error {
+	return d.each(ctx, "start", service, func(ctx context.Context, id string) error {
+		return d.api.ContainerStart(ctx, id, container.StartOptions{})
+	})
+}
+
+// Kill sends SIGKILL: the process gets no chance to finish anything.
+func (d *Docker) Kill(ctx context.Context, service string) error {
+	return d.each(ctx, "kill", service, func(ctx context.Context, id string) error {
+		return d.api.ContainerKill(ctx, id, "KILL")
+	})
+}
+
+// Pause freezes the processes: connections stay open but nothing answers, the way a
+// hung or overloaded machine looks from outside.
+func (d *Docker) Pause(ctx context.Context, service string) error {
+	return d.each(ctx, "pause", service, d.api.ContainerPause)
+}
+
+// Unpause thaws a paused service.
+func (d *Docker) Unpause(ctx context.Context, service string) error {
+	return d.each(ctx, "unpause", service, d.api.ContainerUnpause)
+}
+
+// WaitHealthy polls the containers' health status until all are healthy or ctx ends.
+func (d *Docker) WaitHealthy(ctx context.Context, service string) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ids, err := d.Containers(ctx, service)
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, id := range ids {
+			c, err := d.api.ContainerInspect(ctx, id)
+			if err != nil {
+				return err
+			}
+			if c.State != nil && c.State.Running && (c.State.Health == nil || c.State.Health.Status == "healthy") {
+				healthy++
+			}
+		}
+		if healthy == len(ids) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w", service, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// CPULimit returns the CPU limit of the service's first container (0: unlimited).
+func (d *Docker) CPULimit(ctx context.Context, service string) (float64, error) {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return 0, err
+	}
+	c, err := d.api.ContainerInspect(ctx, ids[0])
+	if err != nil {
+		return 0, err
+	}
+	return float64(c.HostConfig.NanoCPUs) / 1e9, nil
+}

@@ -1,0 +1,128 @@
+// Package load drives a target with a fixed number of workers for a bounded time or count,
+// recording every latency in an HDR histogram (and, if asked, on a timeline for charts).
+package load
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/time/rate"
+
+	"github.com/sysdesign-course/course/tools/internal/report"
+)
+
+// Options bound a run. Duration and Requests are both limits; at least one must be set.
+type Options struct {
+	Name     string        // series name on the timeline
+	Workers  int           // concurrent requests in flight
+	Duration time.Duration // stop after this long
+	Requests int           // stop after this many requests (0: no count limit)
+	Rate     float64       // total requests per second; 0 sends as fast as the workers can
+	Timeline *report.Timeline
+}
+
+// Op performs one request. It returns the instance that answered (may be empty) and an
+// error when the request failed by the caller's standard (a 5xx is a failure).
+type Op func(ctx context.Context) (instance string, err error)
+
+// Result is what a run measured.
+type Result struct {
+	Elapsed    time.Duration
+	OK, Failed int64
+	Latency    *hdrhistogram.Histogram // every request, microseconds
+	ByInstance map[string]int64        // successful requests per answering instance
+	Errors     map[string]int64        // failure messages and how often each was seen
+}
+
+// Throughput is completed requests per second over the run.
+func (r *Result) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.OK+r.Failed) / r.Elapsed.Seconds()
+}
+
+// Run sends requests until a limit is reached or ctx ends. Each worker keeps its own
+// histogram and counters so workers never contend on a lock; they are merged at the end.
+func Run(ctx context.Context, o Options, op Op) (*Result, error) {
+	if o.Workers <= 0 || (o.Duration <= 0 && o.Requests <= 0) {
+		return nil, errors.New("load: need workers > 0 and a duration or a request count")
+	}
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	var limiter *rate.Limiter
+	if o.Rate > 0 {
+		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
+	}
+	var budget chan struct{}
+	if o.Requests > 0 {
+		budget = make(chan struct{}, o.Requests)
+		for range o.Requests {
+			budget <- struct{}{}
+		}
+		close(budget)
+	}
+
+	type local struct {
+		ok, failed int64
+		hist       *hdrhistogram.Histogram
+		inst, errs map[string]int64
+	}
+	locals := make([]*local, o.Workers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range o.Workers {
+		l := &local{hist: report.NewHistogram(), inst: map[string]int64{}, errs: map[string]int64{}}
+		locals[w] = l
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if budget != nil {
+					if _, ok := <-budget; !ok {
+						return
+					}
+				}
+				if limiter != nil && limiter.Wait(ctx) != nil {
+					return
+				}
+				t0 := time.Now()
+				inst, err := op(ctx)
+				lat := time.Since(t0)
+				if err != nil && ctx.Err() != nil {
+					return // cut short by the run's own deadline: not the target's failure
+				}
+				_ = l.hist.RecordValue(max(lat.Microseconds(), 1))
+				if err != nil {
+					l.failed++
+					l.errs[Classify(err)]++
+				} else {
+					l.ok++
+					l.inst[inst]++
+				}
+				if o.Timeline != nil {
+					o.Timeline.Record(o.Name, t0, lat, err != nil)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res := &Result{Elapsed: time.Since(start), Latency: report.NewHistogram(),
+		ByInstance: map[string]int64{}, Errors: map[string]int64{}}
+	for _, l := range locals {
+		res.OK += l.ok
+		res.Failed += l.failed
+		res.Latency.Merge(l.hist)
+		for k, v := range l.inst {
+			res.ByInstance[k] += v
+		}
+		for k, v := range l.errs {
+			res.Errors[k] += v
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,69 @@
+package stage01
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sysdesign-course/course/tools/internal/bench"
+	"github.com/sysdesign-course/course/tools/internal/load"
+	"github.com/sysdesign-course/course/tools/internal/report"
+)
+
+// BenchParams size `make stage 1 bench`.
+type BenchParams struct {
+	Workers int
+	Rounds  int
+	Warmup  time.Duration
+	Round   time.Duration
+}
+
+// BenchDefaults take about 30 s.
+var BenchDefaults = BenchParams{Workers: 32, Rounds: 3, Warmup: time.Second, Round: 4 * time.Second}
+
+// Bench measures GET /ping on the echo server and on the plain net/http baseline, in
+// alternating rounds so that any drift of the machine hits both alike.
+func Bench(ctx context.Context, p BenchParams, serverURL, baselineURL string, cpus float64) (report.Table, []report.Bars, error) {
+	echo, std := bench.NewMeasurement("echo (server)"), bench.NewMeasurement("net/http (nethttp)")
+	client := load.NewClient(p.Workers, 5*time.Second)
+	for r := range p.Rounds {
+		pair := []*bench.Measurement{echo, std}
+		urls := []string{serverURL, baselineURL}
+		if r%2 == 1 {
+			pair[0], pair[1], urls[0], urls[1] = pair[1], pair[0], urls[1], urls[0]
+		}
+		for i, m := range pair {
+			if err := bench.Round(ctx, m, client, urls[i]+"/ping", p.Workers, p.Warmup, p.Round); err != nil {
+				return report.Table{}, nil, err
+			}
+		}
+	}
+	ratio := echo.ReqPerSec() / std.ReqPerSec()
+	verdict := "meets"
+	if ratio < 0.9 {
+		verdict = "misses"
+	}
+	limit := "no CPU limit"
+	if cpus > 0 {
+		limit = fmt.Sprintf("each server limited to %.1f CPU", cpus)
+	}
+	t := report.Table{
+		Title:   fmt.Sprintf("GET /ping, %d keep-alive connections, %d alternating rounds of %s per server, %s", p.Workers, p.Rounds, p.Round, limit),
+		Columns: bench.Columns,
+		Rows:    [][]string{bench.Row(echo), bench.Row(std)},
+		Notes: []string{
+			fmt.Sprintf("echo / net/http throughput: %.2f (target at least 0.90: %s)", ratio, verdict),
+			fmt.Sprintf("echo adds %.3f ms at p50 and %.3f ms at p99", echo.P(50)-std.P(50), echo.P(99)-std.P(99)),
+			"generator cores: CPU the load generator itself used; close to the cores left over by the servers' limit, it was the bottleneck, not the server.",
+		},
+	}
+	labels := []string{"echo", "net/http"}
+	bars := []report.Bars{
+		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: []float64{echo.ReqPerSec(), std.ReqPerSec()}}}},
+		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{
+			{Name: "p50", Values: []float64{echo.P(50), std.P(50)}},
+			{Name: "p99", Values: []float64{echo.P(99), std.P(99)}},
+		}},
+	}
+	return t, bars, nil
+}

@@ -1,0 +1,194 @@
+package stage01
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sysdesign-course/course/shared/httpserver"
+	"github.com/sysdesign-course/course/shared/probe"
+	"github.com/sysdesign-course/course/shared/slowquery"
+	"github.com/sysdesign-course/course/tools/internal/check"
+	"github.com/sysdesign-course/course/tools/internal/load"
+	"github.com/sysdesign-course/course/tools/internal/report"
+)
+
+// fixture is an in-process server that the fake injector can stop and start, gracefully
+// (Shutdown) or not (Close: in-flight requests are cut, as a server that ignores SIGTERM's
+// grace period would).
+type fixture struct {
+	handler  http.Handler
+	graceful bool
+	addr     string
+	mu       sync.Mutex
+	srv      *http.Server
+}
+
+func newFixture(t *testing.T, h http.Handler, graceful bool) *fixture {
+	f := &fixture{handler: h, graceful: graceful}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f.addr = ln.Addr().String()
+	f.serve(ln)
+	t.Cleanup(func() { f.srv.Close() })
+	return f
+}
+
+func (f *fixture) serve(ln net.Listener) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.srv = &http.Server{Handler: f.handler}
+	go func() { _ = f.srv.Serve(ln) }()
+}
+
+func (f *fixture) Stop(context.Context, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.graceful {
+		return f.srv.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.srv.Shutdown(ctx)
+}
+
+func (f *fixture) Start(context.Context, string) error {
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return err
+	}
+	f.serve(ln)
+	return nil
+}
+
+func (f *fixture) WaitHealthy(ctx context.Context, _ string) error {
+	for ctx.Err() == nil {
+		if probe.Check("http://"+f.addr+"/ping", time.Second) == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ctx.Err()
+}
+
+func (f *fixture) Kill(context.Context, string) error    { return errors.New("not used") }
+func (f *fixture) Pause(context.Context, string) error   { return errors.New("not used") }
+func (f *fixture) Unpause(context.Context, string) error { return errors.New("not used") }
+
+var fast = Params{
+	Service: "server", Concurrent: 20, LongQuery: 400 * time.Millisecond, PingP99: 150 * time.Millisecond,
+	InFlight: 5, ShutdownQuery: 600 * time.Millisecond, RestartWithin: 5 * time.Second,
+}
+
+// courseServer is the real stage-01 server as the stage's main wires it.
+func courseServer() http.Handler {
+	cfg := httpserver.Config{Instance: "test", ShutdownTimeout: 10 * time.Second}
+	s := httpserver.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	slowquery.Register(s.Echo)
+	return s.Echo
+}
+
+// serial handles one request at a time: the classic mistake of a global lock.
+func serial(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// crashesOnBadInput answers 500 when the duration does not parse, and plain text 404s.
+func crashesOnBadInput(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/long-query" {
+			if _, err := time.ParseDuration(r.URL.Query().Get("duration")); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		if r.URL.Path != "/ping" && r.URL.Path != "/long-query" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func runCheck(t *testing.T, f *fixture) (map[string]check.Result, check.Outcome, string) {
+	t.Helper()
+	var out strings.Builder
+	env := &check.Env{Target: "http://" + f.addr, Faults: f, Timeline: report.NewTimeline(100 * time.Millisecond), Client: load.NewClient(8, 10*time.Second)}
+	results, outcome := check.Run(context.Background(), "stage-1", Steps(fast), env, &out)
+	byName := map[string]check.Result{}
+	for _, r := range results {
+		byName[r.Step] = r
+	}
+	return byName, outcome, out.String()
+}
+
+func TestCheckPassesOnTheCourseServer(t *testing.T) {
+	t.Parallel()
+	results, outcome, out := runCheck(t, newFixture(t, courseServer(), true))
+	assert.Equal(t, check.Pass, outcome, out)
+	for name, r := range results {
+		assert.Equal(t, check.Pass, r.Outcome, "%s: %s", name, out)
+	}
+}
+
+// Each known-broken server must fail exactly the step that proves what it breaks, with the
+// hint that points at the cause, and pass the others: a check that cannot fail proves nothing.
+func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
+	cases := []struct {
+		name     string
+		server   http.Handler
+		graceful bool
+		failing  string
+		hint     string
+	}{
+		{"one request at a time", serial(courseServer()), true, "concurrency", "serialises requests"},
+		{"drops in-flight requests on stop", courseServer(), false, "graceful-shutdown", "SHUTDOWN_TIMEOUT"},
+		{"500 on bad input", crashesOnBadInput(courseServer()), true, "bad-input", "validate the duration"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			results, outcome, out := runCheck(t, newFixture(t, c.server, c.graceful))
+			assert.Equal(t, check.Fail, outcome, out)
+			assert.Equal(t, 1, check.Fail.ExitCode())
+			for name, r := range results {
+				if name == c.failing {
+					assert.Equal(t, check.Fail, r.Outcome, "%s should fail:\n%s", name, out)
+					assert.Contains(t, r.Hint, c.hint)
+					assert.NotEmpty(t, r.Expected)
+					assert.NotEmpty(t, r.Actual)
+					assert.True(t, strings.HasPrefix(r.Doc, "docs/01-base.md#"), r.Doc)
+					continue
+				}
+				assert.Equal(t, check.Pass, r.Outcome, "%s should pass:\n%s", name, out)
+			}
+			t.Log("\n" + out)
+		})
+	}
+}
+
+func TestCheckFailsWhenNothingListens(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, courseServer(), true)
+	require.NoError(t, f.srv.Close())
+	var out strings.Builder
+	env := &check.Env{Target: "http://" + f.addr, Faults: f, Timeline: report.NewTimeline(time.Second), Client: load.NewClient(1, time.Second)}
+	results, outcome := check.Run(context.Background(), "stage-1", Steps(fast)[:1], env, &out)
+	assert.Equal(t, check.Fail, outcome)
+	assert.Contains(t, results[0].Actual, "connection refused")
+}
