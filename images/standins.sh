@@ -76,6 +76,21 @@ official_tag() {
 
 ROOTFS_IN_PROGRESS=
 SMOKE_ID=
+CHILD=
+
+# bounded SECONDS LOG command...: run a long command with a time limit, output to LOG. It
+# runs in the background and we `wait` for it because bash runs a trap only after a
+# foreground command ends, and `timeout` puts the command in its own process group, where
+# Ctrl-C does not reach it. on_exit stops that group (timeout -k: SIGKILL 10 s after TERM).
+bounded() {
+	local limit=$1 log=$2 rc=0
+	shift 2
+	timeout -k 10 "$limit" "$@" >"$log" 2>&1 &
+	CHILD=$!
+	wait "$CHILD" || rc=$?
+	CHILD=
+	return "$rc"
+}
 
 # Unmount whatever debootstrap left mounted below $1 (it mounts /proc and /sys in the
 # chroot and may not unmount them when killed), deepest first.
@@ -96,6 +111,10 @@ remove_rootfs() {
 
 on_exit() {
 	local rc=$?
+	if [ -n "$CHILD" ]; then
+		kill -TERM -- "-$CHILD" 2>/dev/null || true
+		wait "$CHILD" 2>/dev/null || true
+	fi
 	if [ -n "$ROOTFS_IN_PROGRESS" ]; then
 		say "standins: removing the unfinished rootfs $ROOTFS_IN_PROGRESS" >&2
 		remove_rootfs "$ROOTFS_IN_PROGRESS" || true
@@ -167,7 +186,7 @@ strip_rootfs() {
 		[[ -n $path && $path != /* && $path != *..* ]] || die "bad prune path '$path' (relative, no ..)"
 		# Unquoted on purpose: prune paths may be globs.
 		# shellcheck disable=SC2086
-		rm -rf --one-file-system -- "$root"/$path
+		rm -rf --one-file-system -- "${root:?}"/$path
 	done < <(all_prune_paths)
 }
 
@@ -195,8 +214,8 @@ ensure_base() {
 	started=$SECONDS
 	say "base      $tag  debootstrap $SUITE from $MIRROR (about 75 s; log: $log)"
 	say "          packages: $(paste -sd ' ' <<<"$packages")"
-	if ! timeout "$T_DEBOOTSTRAP" debootstrap --variant=minbase \
-		--include="$(paste -sd , <<<"$packages")" "$SUITE" "$rootfs" "$MIRROR" >"$log" 2>&1; then
+	if ! bounded "$T_DEBOOTSTRAP" "$log" debootstrap --variant=minbase \
+		--include="$(paste -sd , <<<"$packages")" "$SUITE" "$rootfs" "$MIRROR"; then
 		tail -n 25 "$log" >&2
 		die "debootstrap failed (or took over ${T_DEBOOTSTRAP}s); full log: $log"
 	fi
@@ -204,12 +223,19 @@ ensure_base() {
 	strip_rootfs "$rootfs"
 
 	# --numeric-owner: keep the rootfs's own uids (postgres, redis) whatever the host's are.
-	tar --numeric-owner --one-file-system -C "$rootfs" -cf - . |
-		timeout "$T_IMPORT" docker import \
-			--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-			--change 'CMD ["bash"]' \
-			--change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase with the packages of the course's offline stand-ins (images/standins.sh)\"" \
-			-m "debootstrap --variant=minbase $SUITE" - "$tag" >/dev/null
+	# If the stream breaks, the tag may exist with a partial rootfs: remove it.
+	# shellcheck disable=SC2016 # $1.. belong to the inner bash
+	if ! bounded "$T_IMPORT" "$WORK_DIR/import.log" bash -c 'set -o pipefail
+		tar --numeric-owner --one-file-system -C "$1" -cf - . | docker import "${@:3}" - "$2"' \
+		import "$rootfs" "$tag" \
+		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+		--change 'CMD ["bash"]' \
+		--change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase with the packages of the course's offline stand-ins (images/standins.sh)\"" \
+		--message "debootstrap --variant=minbase $SUITE"; then
+		timeout "$T_DOCKER" docker rmi "$tag" >/dev/null 2>&1 || true
+		cat "$WORK_DIR/import.log" >&2
+		die "docker import of $rootfs failed"
+	fi
 	remove_rootfs "$rootfs"
 	ROOTFS_IN_PROGRESS=
 	say "base      $tag  built in $((SECONDS - started)) s"
@@ -238,9 +264,9 @@ build_standin() {
 	fi
 	started=$SECONDS
 	log=$WORK_DIR/build-$name.log
-	if ! DOCKER_BUILDKIT=0 timeout "$T_BUILD" docker build \
+	if ! bounded "$T_BUILD" "$log" env DOCKER_BUILDKIT=0 docker build \
 		--build-arg "BASE=$BASE_TAG" --build-arg "OFFICIAL=${OFFICIAL[$name]}" \
-		-t "$tag" "$STANDINS_DIR/$name" >"$log" 2>&1; then
+		-t "$tag" "$STANDINS_DIR/$name"; then
 		tail -n 25 "$log" >&2
 		die "building $tag failed; full log: $log"
 	fi
@@ -259,6 +285,18 @@ write_offline_env() {
 	mv "$tmp" "$OFFLINE_ENV"
 	# Run through sudo: leave the file to the user who will run make and compose.
 	if [ -n "${SUDO_UID:-}" ]; then chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$OFFLINE_ENV"; fi
+}
+
+# Older stand-ins (from before a folder or the package list changed) are kept, not deleted:
+# another checkout may still use them. Say how to remove them.
+hint_stale_images() {
+	local current stale
+	current=$(printf '%s\n' "$BASE_TAG" "${TAG[@]}")
+	stale=$(timeout "$T_DOCKER" docker images --format '{{.Repository}}:{{.Tag}}' \
+		--filter 'reference=course-standin/*' | grep -vxF -e "$current" || true)
+	[ -n "$stale" ] || return 0
+	say "$(wc -l <<<"$stale") older course-standin images are unused here; to remove them:"
+	say "  docker rmi $(paste -sd ' ' <<<"$stale")"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -305,6 +343,7 @@ smoke_exec() {
 }
 
 # The user and command name of PID 1 in smoke container NAME, e.g. "postgres postgres".
+# shellcheck disable=SC2016 # expanded in the container
 pid1() { smoke_exec "$1" bash -c 'echo "$(stat -c %U /proc/1) $(cat /proc/1/comm)"'; }
 
 smoke_fail() {
@@ -366,6 +405,7 @@ smoke_all() {
 		set +e
 		(
 			set -e
+			# shellcheck disable=SC2034 # used by smoke.sh
 			IMAGE=${TAG[$name]}
 			mkdir -p "$SMOKE_TMP/$name"
 			chmod 0755 "$SMOKE_TMP/$name"
@@ -421,6 +461,7 @@ main() {
 	for name in "${NAMES[@]}"; do build_standin "$name"; done
 	write_offline_env
 	say "wrote ${OFFLINE_ENV#"$REPO_DIR"/} (${#NAMES[@]} stand-ins) in $((SECONDS - started)) s"
+	hint_stale_images
 
 	if $smoke; then
 		smoke_all

@@ -8,9 +8,14 @@ import (
 	"github.com/caarlos0/env/v11"
 )
 
-// Logger is the JSON logger every course binary writes to stdout, tagged with its component.
+// Logger is the JSON logger every course binary writes to stdout, tagged with its
+// component, at the level LOG_LEVEL names (debug, info, warn, error; default info).
 func Logger(component string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("component", component)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("LOG_LEVEL"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level})).With("component", component)
 }
 
 // LoadConfig fills a struct tagged for caarlos0/env from the environment.

@@ -64,15 +64,24 @@ func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// requestLogger logs failures at warn, refused requests at info and everything else at
+// debug (LOG_LEVEL=debug): one JSON line per request costs more CPU than answering /ping,
+// and the stages' clients already log every request they send.
 func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogRequestID: true,
-		Skipper: func(c echo.Context) bool {
-			p := c.Request().URL.Path
-			return p == "/healthz" || p == "/metrics"
-		},
-		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
-			log.Info("request", "method", v.Method, "uri", v.URI, "status", v.Status,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelDebug
+			switch {
+			case v.Status >= 500:
+				level = slog.LevelWarn
+			case v.Status >= 400:
+				level = slog.LevelInfo
+			}
+			if !log.Enabled(c.Request().Context(), level) {
+				return nil
+			}
+			log.Log(c.Request().Context(), level, "request", "method", v.Method, "uri", v.URI, "status", v.Status,
 				"latency_ms", float64(v.Latency.Microseconds())/1000, "request_id", v.RequestID)
 			return nil
 		},

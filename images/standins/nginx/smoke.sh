@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Smoke test of the nginx stand-in: sourced by `images/standins.sh --smoke`, which sets
 # IMAGE and SMOKE_TMP and provides the helpers (smoke_run, smoke_client, wait_until, ...).
 
@@ -38,6 +39,7 @@ smoke_ok "curl from another container through the proxy to the backend"
 logs=$(timeout 30 docker logs "$(ctr backend)" 2>/dev/null)
 grep -q '"GET / HTTP/1.1" 200' <<<"$logs" || smoke_fail "backend access log is not on stdout"
 smoke_ok "access log on stdout (docker logs)"
+# shellcheck disable=SC2016 # expanded in the container
 workers=$(smoke_exec front bash -c 'for d in /proc/[0-9]*; do
 	case $(tr "\0" " " <"$d/cmdline" 2>/dev/null) in "nginx: worker process"*) stat -c %U "$d" ;; esac
 done | sort -u')

@@ -50,7 +50,7 @@ wants_help() {
 
 # psql as the superuser over the Unix socket (trust), stopping at the first error.
 init_psql() {
-	PGHOST= PGHOSTADDR= psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc "$@"
+	PGHOST='' PGHOSTADDR='' psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc "$@"
 }
 
 require_password() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Smoke test of the redis stand-in: sourced by `images/standins.sh --smoke`, which sets
 # IMAGE and SMOKE_TMP and provides the helpers (smoke_run, smoke_client, wait_until, ...).
 

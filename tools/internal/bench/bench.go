@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,17 +42,17 @@ func (m *Measurement) GeneratorCores() float64 { return m.CPU.Seconds() / m.Elap
 func (m *Measurement) P(q float64) float64 { return report.MS(m.Latency.ValueAtQuantile(q)) }
 
 // Round runs the load generator against url for d after a warm-up whose numbers are
-// dropped (it opens the connections and lets the server's runtime settle), and adds the
-// numbers to m.
-func Round(ctx context.Context, m *Measurement, client *http.Client, url string, workers int, warmup, d time.Duration) error {
+// dropped (it opens the connections and lets the server's runtime settle), adds the
+// numbers to m and returns this round's requests per second.
+func Round(ctx context.Context, m *Measurement, client *http.Client, url string, workers int, warmup, d time.Duration) (float64, error) {
 	op := load.Get(client, url)
 	if _, err := load.Run(ctx, load.Options{Workers: workers, Duration: warmup}, op); err != nil {
-		return err
+		return 0, err
 	}
 	cpu0 := cpuTime()
 	res, err := load.Run(ctx, load.Options{Workers: workers, Duration: d}, op)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	m.CPU += cpuTime() - cpu0
 	m.OK += res.OK
@@ -58,9 +60,31 @@ func Round(ctx context.Context, m *Measurement, client *http.Client, url string,
 	m.Elapsed += res.Elapsed
 	m.Latency.Merge(res.Latency)
 	if res.OK == 0 {
-		return fmt.Errorf("%s: no request succeeded (%v)", url, res.Errors)
+		return 0, fmt.Errorf("%s: no request succeeded (%v)", url, res.Errors)
 	}
-	return nil
+	return res.Throughput(), nil
+}
+
+// Median of xs.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
+}
+
+// Floats formats numbers to two decimals, space separated.
+func Floats(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 func cpuTime() time.Duration {

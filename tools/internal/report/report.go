@@ -31,7 +31,7 @@ func Dir(root, stage, kind string, at time.Time) (string, error) {
 	return dir, nil
 }
 
-// Write saves report.json and chart.png into dir.
+// Write saves report.json into dir, and chart.png when the timeline recorded anything.
 func Write(dir string, r Report, tl *Timeline) error {
 	r.Series, r.Events = tl.Snapshot()
 	b, err := json.MarshalIndent(r, "", "  ")
@@ -40,6 +40,9 @@ func Write(dir string, r Report, tl *Timeline) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644); err != nil {
 		return err
+	}
+	if len(r.Series) == 0 {
+		return nil
 	}
 	title := fmt.Sprintf("stage %s %s: %s", r.Stage, r.Kind, r.Outcome)
 	return WriteChart(filepath.Join(dir, "chart.png"), title, r.Series, r.Events)
