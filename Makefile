@@ -47,12 +47,12 @@ ifeq (stage,$(firstword $(MAKECMDGOALS)))
   VERB := $(word 2,$(STAGE_ARGS))
 endif
 ifdef N
-  NN := $(shell printf %02d "$(N)" 2>/dev/null)
+  NN := $(shell awk 'BEGIN { printf "%02d", "$(N)" + 0 }')
   STAGE_DIR := $(wildcard stages/$(NN)-*)
   PROJECT := course-$(notdir $(STAGE_DIR))
   COMPOSE := docker compose $(COMPOSE_ENV) -f $(STAGE_DIR)/compose.yaml
   # AGAINST=M runs stage N's check or bench against stage M's stack (the negative controls).
-  AGAINST_DIR := $(if $(AGAINST),$(wildcard stages/$(shell printf %02d "$(AGAINST)")-*),$(STAGE_DIR))
+  AGAINST_DIR := $(if $(AGAINST),$(wildcard stages/$(shell awk 'BEGIN { printf "%02d", "$(AGAINST)" + 0 }')-*),$(STAGE_DIR))
   TARGET_PROJECT := course-$(notdir $(AGAINST_DIR))
 endif
 
@@ -69,10 +69,10 @@ stage: ## make stage N up|check|bench|logs|ps|down
 	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down (N is a stage number)"; exit 2; }
 	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
 	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
-	@$(MAKE) stage-$(or $(VERB),missing-verb) N=$(N)
+	@$(MAKE) stage-$(or $(VERB),help) N=$(N)
 
-stage-missing-verb:
-	@echo "usage: make stage $(N) up|check|bench|logs|ps|down"; exit 2
+stage-%:
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down ('$*' is not one of them)"; exit 2
 
 stage-up: $(PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
@@ -136,7 +136,8 @@ test: unit e2e ## unit tests (race detector) and every finished stage end to end
 unit: ## unit tests of the shared packages, stages and tools, with the race detector
 	go test -race -count=1 ./shared/... ./stages/... ./tools/...
 
-e2e: doctor ## every finished stage: up, check, negative control, down
+e2e: doctor ## every finished stage: up, check, negative control, down (and the stand-ins' smoke test when offline)
+	$(if $(OFFLINE_ENV),bash images/standins.sh --smoke)
 	go run ./tools/cmd/course e2e
 
 doctor: ## check that Docker, Compose v2 and the images are ready, and say how to fix what is not

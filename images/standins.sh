@@ -72,7 +72,7 @@ official_tag() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Cleanup on every exit: a half-built rootfs (about 900 MB) and smoke-test containers.
+# Cleanup on every exit: a half-built rootfs (about 700 MB) and smoke-test containers.
 
 ROOTFS_IN_PROGRESS=
 SMOKE_ID=

@@ -1,3 +1,5 @@
+// Pins the Docker Compose v2 that `make compose-v2` builds from the Go module proxy
+// (for machines with only Compose v1 or none). Not part of the course workspace.
 module course/build/compose
 
 go 1.26

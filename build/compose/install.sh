@@ -5,6 +5,7 @@
 # cold; the Go build cache makes a rebuild take seconds. Skips when Compose v2 is present.
 set -euo pipefail
 cd "$(dirname "$0")"
+export GOWORK=off # this folder is its own module, outside the course workspace
 
 want=$(go list -m -f '{{.Version}}' github.com/docker/compose/v2)
 if have=$(docker compose version --short 2>/dev/null) && [[ "$have" == 2.* || "$have" == v2.* ]]; then
