@@ -76,6 +76,7 @@ func WriteBars(path string, panels ...Bars) error {
 		}
 		pl.Legend.Top = true
 		pl.Y.Min = 0
+		pl.Y.Max *= 1.25 // Add stretched the axis to the tallest bar; leave room for the legend
 		plots[i] = pl
 	}
 	const h = 12 * vg.Centimeter

@@ -48,8 +48,8 @@ type bucket struct {
 
 // Event is something the run did on purpose, such as stopping a container.
 type Event struct {
-	At    time.Duration `json:"at_ms"`
-	Label string        `json:"label"`
+	AtMS  int64  `json:"at_ms"`
+	Label string `json:"label"`
 }
 
 // NewTimeline starts a timeline now with buckets of the given width.
@@ -94,7 +94,7 @@ func (t *Timeline) Record(name string, start time.Time, latency time.Duration, f
 func (t *Timeline) Mark(label string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.events = append(t.events, Event{At: time.Since(t.Start), Label: label})
+	t.events = append(t.events, Event{AtMS: time.Since(t.Start).Milliseconds(), Label: label})
 }
 
 // Point is one bucket of one series as written to report.json.
