@@ -90,24 +90,33 @@ func slowRoute(s *Server) {
 	})
 }
 
+// getSlow fetches /slow in the background; the error is nil only for a complete "done".
+func getSlow(url string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow")
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case rerr != nil:
+				err = rerr
+			case string(b) != "done":
+				err = assert.AnError
+			}
+		}
+		got <- err
+	}()
+	return got
+}
+
 func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	s := New(Config{Instance: "s1", ShutdownTimeout: 5 * time.Second}, quiet())
 	slowRoute(s)
 	ctx, stop := context.WithCancel(context.Background())
 	url, done := runOn(t, s, ctx)
 
-	got := make(chan error, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) != "done" {
-				err = assert.AnError
-			}
-		}
-		got <- err
-	}()
+	got := getSlow(url)
 	time.Sleep(100 * time.Millisecond)
 	stop()
 	assert.NoError(t, <-got, "the in-flight request completes")
@@ -121,15 +130,7 @@ func TestZeroShutdownTimeoutDropsInFlightRequests(t *testing.T) {
 	slowRoute(s)
 	ctx, stop := context.WithCancel(context.Background())
 	url, done := runOn(t, s, ctx)
-	got := make(chan error, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow")
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-		got <- err
-	}()
+	got := getSlow(url)
 	time.Sleep(100 * time.Millisecond)
 	stop()
 	assert.Error(t, <-got)
