@@ -1,14 +1,17 @@
 # One Dockerfile builds every Go binary of the course into a FROM-scratch image.
 #   target "source"   (default): compiles inside golang:<pinned>; a learner needs only Docker.
-#   target "prebuilt": copies a binary already built on the host into bin/linux/ (make
-#                      binaries); used where no registry can be reached. It comes first so
-#                      the classic builder (DOCKER_BUILDKIT=0) never touches the golang image.
+#   target "prebuilt": copies a binary built on the host (make binaries) from
+#                      bin/linux/<BIN>/app; used where no registry can be reached. It comes
+#                      first so the classic builder (DOCKER_BUILDKIT=0) never touches the
+#                      golang image, and its COPY tolerates a missing binary (the committed
+#                      .keep plus a wildcard) because the classic builder also runs it on
+#                      the way to "source".
 # BIN names the binary: <stage>-<command>, e.g. 01-base-server, or "course" for the tools.
 ARG GO_IMAGE=golang:1.26.8-trixie
 
 FROM scratch AS prebuilt
 ARG BIN
-COPY bin/linux/${BIN} /app
+COPY bin/linux/.keep bin/linux/${BIN}/ap[p] /
 USER 65532:65532
 ENTRYPOINT ["/app"]
 

@@ -108,13 +108,13 @@ stage-bench: tools-image $(PREPARE)
 
 # ---- building --------------------------------------------------------------------------
 .PHONY: binaries tools-image offline standins compose-v2
-binaries: ## build every Go binary for Linux into bin/linux (the offline images copy them)
-	@mkdir -p bin/linux
+GO_LINUX_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w'
+binaries: ## build every Go binary for Linux into bin/linux/<name>/app (the offline images copy them)
 	@for dir in $$(go list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./stages/...); do \
 	  name=$$(basename $$(dirname $$dir))-$$(basename $$dir); \
-	  CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w' -o bin/linux/$$name ./$${dir#$(CURDIR)/}; \
+	  $(GO_LINUX_BUILD) -o bin/linux/$$name/app ./$${dir#$(CURDIR)/}; \
 	done
-	@CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w' -o bin/linux/course ./tools/cmd/course
+	@$(GO_LINUX_BUILD) -o bin/linux/course/app ./tools/cmd/course
 
 tools-image: $(PREPARE)
 	@out=$$(docker build -q --target $(GO_BUILD) --build-arg BIN=course --build-arg PKG=tools/cmd/course \
