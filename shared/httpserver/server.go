@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,9 +45,16 @@ type Server struct {
 	Registry *prometheus.Registry
 	cfg      Config
 	log      *slog.Logger
+	ready    []readiness
 }
 
-// New builds a server with /ping, /healthz and /metrics already routed.
+type readiness struct {
+	name  string
+	check func(context.Context) error
+}
+
+// New builds a server with /ping, /healthz, /readyz and /metrics already routed.
+// /healthz says the process is alive; /readyz says it can do its job (see Ready).
 func New(cfg Config, log *slog.Logger) *Server {
 	if cfg.Instance == "" {
 		cfg.Instance, _ = os.Hostname()
@@ -82,8 +90,34 @@ func New(cfg Config, log *slog.Logger) *Server {
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
+	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(m.handler(reg)))
 	return s
+}
+
+// Ready adds a dependency that GET /readyz checks, such as the database. Call it before Run.
+func (s *Server) Ready(name string, check func(context.Context) error) {
+	s.ready = append(s.ready, readiness{name, check})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	checks := map[string]string{}
+	var failed []string
+	for _, r := range s.ready {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), time.Second)
+		err := r.check(ctx)
+		cancel()
+		if err != nil {
+			checks[r.name] = err.Error()
+			failed = append(failed, r.name)
+			continue
+		}
+		checks[r.name] = "ok"
+	}
+	if len(failed) > 0 {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "not ready: "+strings.Join(failed, ", ")+" unavailable")
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": checks})
 }
 
 // Instance is the name this server reports in InstanceHeader.

@@ -136,3 +136,22 @@ func TestZeroShutdownTimeoutDropsInFlightRequests(t *testing.T) {
 	assert.Error(t, <-got)
 	<-done
 }
+
+func TestReadyzReportsDependencies(t *testing.T) {
+	s := New(Config{Instance: "s1"}, quiet())
+	w, _ := serve(t, s, http.MethodGet, "/readyz")
+	assert.Equal(t, http.StatusOK, w.Code, "no dependencies: ready")
+
+	var dbErr error
+	s.Ready("postgres", func(context.Context) error { return dbErr })
+	w, _ = serve(t, s, http.MethodGet, "/readyz")
+	assert.Equal(t, http.StatusOK, w.Code)
+	assert.Contains(t, w.Body.String(), `"postgres":"ok"`)
+
+	dbErr = assert.AnError
+	w, body := serve(t, s, http.MethodGet, "/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
+	assert.Equal(t, "not ready: postgres unavailable", body.Error)
+	w, _ = serve(t, s, http.MethodGet, "/healthz")
+	assert.Equal(t, http.StatusOK, w.Code, "alive even when not ready")
+}

@@ -20,7 +20,11 @@ type Config struct {
 	Target   string        `env:"TARGET" envDefault:"http://server:8080"`
 	Interval time.Duration `env:"INTERVAL" envDefault:"2s"`
 	// Mix is "weight path" pairs, comma separated: "3 /ping, 1 /long-query?duration=1s".
+	// In a path, {user} becomes a user id drawn uniformly from 1..USERS and {hot} one from
+	// the hot set 1..HOT_USERS, so a mix can model skewed traffic: "8 /users/{hot}, 2 /users/{user}".
 	Mix          string        `env:"MIX" envDefault:"3 /ping, 1 /long-query?duration=1s"`
+	Users        int           `env:"USERS" envDefault:"10000"`
+	HotUsers     int           `env:"HOT_USERS" envDefault:"100"`
 	Timeout      time.Duration `env:"REQUEST_TIMEOUT" envDefault:"10s"`
 	SummaryEvery time.Duration `env:"SUMMARY_EVERY" envDefault:"30s"`
 }
@@ -74,7 +78,18 @@ func totalWeight(mix []Entry) int {
 	return t
 }
 
-// tally counts outcomes per path between two summaries.
+// Expand fills a path's placeholders with r, a source of random ints in [0, n).
+func Expand(path string, users, hot int, r func(n int) int) string {
+	if strings.Contains(path, "{user}") {
+		path = strings.ReplaceAll(path, "{user}", strconv.Itoa(r(users)+1))
+	}
+	if strings.Contains(path, "{hot}") {
+		path = strings.ReplaceAll(path, "{hot}", strconv.Itoa(r(hot)+1))
+	}
+	return path
+}
+
+// tally counts outcomes per path template between two summaries.
 type tally struct {
 	ok, failed int
 	total      time.Duration
@@ -89,6 +104,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	if cfg.Interval <= 0 {
 		return fmt.Errorf("INTERVAL must be positive, got %s", cfg.Interval)
+	}
+	if cfg.Users < 1 || cfg.HotUsers < 1 || cfg.HotUsers > cfg.Users {
+		return fmt.Errorf("need 1 <= HOT_USERS <= USERS, got %d and %d", cfg.HotUsers, cfg.Users)
 	}
 	client := &http.Client{Timeout: cfg.Timeout}
 	results := make(chan result, 64)
@@ -106,7 +124,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return nil
 		case <-tick.C:
 			path := Pick(mix, rand.IntN(total))
-			go func() { results <- send(ctx, client, cfg.Target+path, path) }()
+			url := cfg.Target + Expand(path, cfg.Users, cfg.HotUsers, rand.IntN)
+			go func() { results <- send(ctx, client, url, path) }()
 		case r := <-results:
 			t := counts[r.path]
 			if t == nil {
@@ -114,7 +133,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 				counts[r.path] = t
 			}
 			t.total += r.latency
-			attrs := []any{"path", r.path, "latency_ms", r.latency.Milliseconds(), "served_by", r.servedBy}
+			attrs := []any{"path", r.path, "url", r.url, "latency_ms", r.latency.Milliseconds(), "served_by", r.servedBy}
 			if r.err != nil || r.status >= 500 {
 				t.failed++
 				log.Warn("request failed", append(attrs, "status", r.status, "err", r.err)...)
@@ -134,7 +153,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 type result struct {
-	path     string
+	path     string // the mix's template, for the per-path summary
+	url      string
 	status   int
 	servedBy string
 	latency  time.Duration
@@ -143,7 +163,7 @@ type result struct {
 
 func send(ctx context.Context, client *http.Client, url, path string) result {
 	start := time.Now()
-	r := result{path: path}
+	r := result{path: path, url: url}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		r.err = err

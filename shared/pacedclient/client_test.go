@@ -26,3 +26,10 @@ func TestPickFollowsWeights(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{"/a": 3, "/b": 1}, got)
 }
+
+func TestExpand(t *testing.T) {
+	last := func(n int) int { return n - 1 }
+	assert.Equal(t, "/users/10000", Expand("/users/{user}", 10000, 100, last))
+	assert.Equal(t, "/users/100/messages", Expand("/users/{hot}/messages", 10000, 100, last))
+	assert.Equal(t, "/ping", Expand("/ping", 10000, 100, last))
+}

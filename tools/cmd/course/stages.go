@@ -13,6 +13,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/load"
 	"github.com/sysdesign-course/course/tools/internal/report"
 	"github.com/sysdesign-course/course/tools/internal/stage01"
+	"github.com/sysdesign-course/course/tools/internal/stage02"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -33,6 +34,12 @@ var stages = map[int]stage{
 				return report.Table{}, nil, err
 			}
 			return stage01.Bench(ctx, stage01.BenchDefaults, st.Target, "http://nethttp:8080", cpus)
+		},
+	},
+	2: {
+		steps: stage02.Steps(stage02.Defaults),
+		bench: func(ctx context.Context, st course.Stage, _ *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage02.Bench(ctx, stage02.BenchDefaults, st.Target)
 		},
 	},
 }

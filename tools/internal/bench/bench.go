@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"syscall"
@@ -41,11 +40,10 @@ func (m *Measurement) GeneratorCores() float64 { return m.CPU.Seconds() / m.Elap
 // P returns a latency percentile in milliseconds.
 func (m *Measurement) P(q float64) float64 { return report.MS(m.Latency.ValueAtQuantile(q)) }
 
-// Round runs the load generator against url for d after a warm-up whose numbers are
-// dropped (it opens the connections and lets the server's runtime settle), adds the
-// numbers to m and returns this round's requests per second.
-func Round(ctx context.Context, m *Measurement, client *http.Client, url string, workers int, warmup, d time.Duration) (float64, error) {
-	op := load.Get(client, url)
+// Round runs op with the load generator for d after a warm-up whose numbers are dropped
+// (it opens the connections and lets the server's runtime settle), adds the numbers to m
+// and returns this round's requests per second.
+func Round(ctx context.Context, m *Measurement, op load.Op, workers int, warmup, d time.Duration) (float64, error) {
 	if _, err := load.Run(ctx, load.Options{Workers: workers, Duration: warmup}, op); err != nil {
 		return 0, err
 	}
@@ -60,7 +58,7 @@ func Round(ctx context.Context, m *Measurement, client *http.Client, url string,
 	m.Elapsed += res.Elapsed
 	m.Latency.Merge(res.Latency)
 	if res.OK == 0 {
-		return 0, fmt.Errorf("%s: no request succeeded (%v)", url, res.Errors)
+		return 0, fmt.Errorf("%s: no request succeeded (%v)", m.Name, res.Errors)
 	}
 	return res.Throughput(), nil
 }

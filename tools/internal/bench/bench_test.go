@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"context"
+	"github.com/stretchr/testify/require"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -10,4 +14,14 @@ func TestMedian(t *testing.T) {
 	assert.Equal(t, 2.0, Median([]float64{3, 1, 2}))
 	assert.Equal(t, 2.5, Median([]float64{4, 1, 3, 2}))
 	assert.Equal(t, 0.0, Median(nil))
+}
+
+func TestScrapeReadsUnlabelledSamples(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("# HELP x y\n# TYPE x counter\nx 3\ny{a=\"b\"} 4\nz 1.5e+02\n"))
+	}))
+	defer srv.Close()
+	m, err := Scrape(context.Background(), srv.Client(), srv.URL)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]float64{"x": 3, "z": 150}, m)
 }

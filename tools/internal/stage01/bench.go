@@ -37,7 +37,7 @@ func Bench(ctx context.Context, p BenchParams, serverURL, baselineURL string, cp
 		}
 		var rate [2]float64
 		for i, m := range pair {
-			rps, err := bench.Round(ctx, m, client, urls[i]+"/ping", p.Workers, p.Warmup, p.Round)
+			rps, err := bench.Round(ctx, m, load.Get(client, urls[i]+"/ping"), p.Workers, p.Warmup, p.Round)
 			if err != nil {
 				return report.Table{}, nil, err
 			}

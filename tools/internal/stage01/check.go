@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -77,11 +76,11 @@ func ping(ctx context.Context, e *check.Env) check.Verdict {
 	var body struct{ Message string }
 	switch {
 	case r.Status != http.StatusOK:
-		return check.Failed("200 from GET /ping", fmt.Sprintf("%d %s", r.Status, short(r.Body)))
-	case !isJSON(r.Header):
+		return check.Failed("200 from GET /ping", fmt.Sprintf("%d %s", r.Status, check.Short(r.Body)))
+	case !check.IsJSON(r.Header):
 		return check.Failed("Content-Type: application/json", "Content-Type: "+r.Header.Get("Content-Type"))
 	case json.Unmarshal(r.Body, &body) != nil || body.Message != "pong":
-		return check.Failed(`a JSON body with "message": "pong"`, short(r.Body))
+		return check.Failed(`a JSON body with "message": "pong"`, check.Short(r.Body))
 	case r.Header.Get("X-Served-By") == "":
 		return check.Failed("an X-Served-By header naming the instance", "no X-Served-By header").
 			WithHint("the instance header is set by middleware in shared/httpserver/server.go")
@@ -89,7 +88,7 @@ func ping(ctx context.Context, e *check.Env) check.Verdict {
 		return check.Failed("an X-Request-Id header", "no X-Request-Id header").
 			WithHint("the request id middleware (echo middleware.RequestID) is registered in shared/httpserver/server.go")
 	}
-	return check.Passed("200 pong from %s in %s, request id %s", r.Header.Get("X-Served-By"), ms(r.Latency), r.Header.Get("X-Request-Id"))
+	return check.Passed("200 pong from %s in %s, request id %s", r.Header.Get("X-Served-By"), check.MS(r.Latency), r.Header.Get("X-Request-Id"))
 }
 
 func concurrency(ctx context.Context, e *check.Env, p Params) check.Verdict {
@@ -161,70 +160,40 @@ func concurrency(ctx context.Context, e *check.Env, p Params) check.Verdict {
 	wg.Wait()
 
 	limit := p.LongQuery * 3 / 2
-	expected := fmt.Sprintf("all %d finish with 200 within %s (1.5x one query)", p.Concurrent, ms(limit))
+	expected := fmt.Sprintf("all %d finish with 200 within %s (1.5x one query)", p.Concurrent, check.MS(limit))
 	switch {
 	case done < p.Concurrent:
-		return check.Failed(expected, fmt.Sprintf("%d of %d finished within %s; the rest: %s", done, p.Concurrent, ms(deadline), counts(failures)))
+		return check.Failed(expected, fmt.Sprintf("%d of %d finished within %s; the rest: %s", done, p.Concurrent, check.MS(deadline), check.Counts(failures)))
 	case slowest > limit:
-		return check.Failed(expected, fmt.Sprintf("all finished but the slowest took %s", ms(slowest)))
+		return check.Failed(expected, fmt.Sprintf("all finished but the slowest took %s", check.MS(slowest)))
 	}
 	pingP99 := time.Duration(pings.ValueAtQuantile(99)) * time.Microsecond
 	switch {
 	case pings.TotalCount() == 0:
-		return check.Failed(fmt.Sprintf("/ping answers during the long queries, p99 under %s", ms(p.PingP99)), fmt.Sprintf("no /ping answered (%d failed)", pingFailed))
+		return check.Failed(fmt.Sprintf("/ping answers during the long queries, p99 under %s", check.MS(p.PingP99)), fmt.Sprintf("no /ping answered (%d failed)", pingFailed))
 	case pingFailed > 0 || pingP99 > p.PingP99:
-		return check.Failed(fmt.Sprintf("/ping answers during the long queries, p99 under %s", ms(p.PingP99)),
-			fmt.Sprintf("%d pings failed, p99 %s", pingFailed, ms(pingP99))).
+		return check.Failed(fmt.Sprintf("/ping answers during the long queries, p99 under %s", check.MS(p.PingP99)),
+			fmt.Sprintf("%d pings failed, p99 %s", pingFailed, check.MS(pingP99))).
 			WithHint("long queries must not block other requests: nothing shared should be held while a request waits.")
 	}
 	return check.Passed("%d long queries of %s done in %s (slowest %s); %d pings meanwhile, p99 %s",
-		p.Concurrent, p.LongQuery, ms(wall), ms(slowest), pings.TotalCount(), ms(pingP99))
+		p.Concurrent, p.LongQuery, check.MS(wall), check.MS(slowest), pings.TotalCount(), check.MS(pingP99))
 }
 
-type badCase struct {
-	method, path string
-}
-
-var badCases = []badCase{
-	{"GET", "/long-query?duration=-1s"},
-	{"GET", "/long-query?duration=31s"},
-	{"GET", "/long-query?duration=876000h"},
-	{"GET", "/long-query?duration=99999999999999999999h"},
-	{"GET", "/long-query?duration=abc"},
-	{"GET", "/long-query?duration=2"},
-	{"GET", "/long-query?duration=%27%3B%20DROP%20TABLE%20users%3B--"},
-	{"GET", "/no-such-path"},
-	{"POST", "/ping"},
+var badCases = []check.Request{
+	check.Get("/long-query?duration=-1s"),
+	check.Get("/long-query?duration=31s"),
+	check.Get("/long-query?duration=876000h"),
+	check.Get("/long-query?duration=99999999999999999999h"),
+	check.Get("/long-query?duration=abc"),
+	check.Get("/long-query?duration=2"),
+	check.Get("/long-query?duration=%27%3B%20DROP%20TABLE%20users%3B--"),
+	check.Get("/no-such-path"),
+	check.Post("/ping"),
 }
 
 func badInput(ctx context.Context, e *check.Env) check.Verdict {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var mu sync.Mutex
-	var wrong []string
-	var wg sync.WaitGroup
-	for _, c := range badCases {
-		wg.Go(func() {
-			got := ""
-			r, err := e.Do(ctx, "bad-input", c.method, c.path)
-			switch {
-			case err != nil:
-				got = "no answer: " + load.Classify(err)
-			case r.Status < 400 || r.Status > 499:
-				got = fmt.Sprintf("%d %s", r.Status, short(r.Body))
-			case !isJSON(r.Header) || !hasError(r.Body):
-				got = fmt.Sprintf("%d with body %s", r.Status, short(r.Body))
-			}
-			if got != "" {
-				mu.Lock()
-				wrong = append(wrong, fmt.Sprintf("%s %s -> %s", c.method, c.path, got))
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if len(wrong) > 0 {
-		sort.Strings(wrong)
+	if wrong := check.ClientErrors(ctx, e, badCases); len(wrong) > 0 {
 		return check.Failed(`a 4xx with a JSON body {"error": "..."} for each bad request`, strings.Join(wrong, "; "))
 	}
 	return check.Passed("%d bad requests all answered 4xx with a JSON error", len(badCases))
@@ -252,7 +221,7 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 			case err != nil:
 				results <- load.Classify(err)
 			case r.Status != http.StatusOK || !json.Valid(r.Body):
-				results <- fmt.Sprintf("HTTP %d %s", r.Status, short(r.Body))
+				results <- fmt.Sprintf("HTTP %d %s", r.Status, check.Short(r.Body))
 			default:
 				results <- ""
 			}
@@ -290,7 +259,7 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 
 	if ok < p.InFlight {
 		return check.Failed(fmt.Sprintf("all %d in-flight long queries complete with 200 after the stop began", p.InFlight),
-			fmt.Sprintf("%d of %d completed; the rest: %s (the stop took %s)", ok, p.InFlight, counts(failures), ms(stopTook)))
+			fmt.Sprintf("%d of %d completed; the rest: %s (the stop took %s)", ok, p.InFlight, check.Counts(failures), check.MS(stopTook)))
 	}
 	if restarted != nil {
 		return check.Failed(fmt.Sprintf("%s healthy again within %s of start", p.Service, p.RestartWithin), restarted.Error()).
@@ -309,7 +278,7 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 		return check.Failed("200 from /ping after the restart", got).WithHint("look at the server's logs after the restart: make stage 1 logs")
 	}
 	return check.Passed("%d of %d in-flight queries completed while the server stopped (stop took %s); serving again after start",
-		ok, p.InFlight, ms(stopTook))
+		ok, p.InFlight, check.MS(stopTook))
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
@@ -323,36 +292,3 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-func isJSON(h http.Header) bool { return strings.HasPrefix(h.Get("Content-Type"), "application/json") }
-
-func hasError(body []byte) bool {
-	var b struct{ Error string }
-	return json.Unmarshal(body, &b) == nil && b.Error != ""
-}
-
-func short(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if len(s) > 80 {
-		s = s[:80] + "…"
-	}
-	if s == "" {
-		return "(empty body)"
-	}
-	return s
-}
-
-func ms(d time.Duration) string {
-	if d < 10*time.Millisecond {
-		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
-	}
-	return d.Round(time.Millisecond).String()
-}
-
-func counts(m map[string]int) string {
-	parts := make([]string, 0, len(m))
-	for k, v := range m {
-		parts = append(parts, fmt.Sprintf("%s x%d", k, v))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ", ")
-}

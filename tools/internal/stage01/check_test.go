@@ -184,10 +184,12 @@ func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
 
 func TestCheckFailsWhenNothingListens(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, courseServer(), true)
-	require.NoError(t, f.srv.Close())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
 	var out strings.Builder
-	env := &check.Env{Target: "http://" + f.addr, Faults: f, Timeline: report.NewTimeline(time.Second), Client: load.NewClient(1, time.Second)}
+	env := &check.Env{Target: "http://" + addr, Timeline: report.NewTimeline(time.Second), Client: load.NewClient(1, time.Second)}
 	results, outcome := check.Run(context.Background(), "stage-1", Steps(fast)[:1], env, &out)
 	assert.Equal(t, check.Fail, outcome)
 	assert.Contains(t, results[0].Actual, "connection refused")

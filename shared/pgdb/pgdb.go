@@ -1,0 +1,105 @@
+// Package pgdb opens the course's Postgres connection pool with every limit set on purpose,
+// applies migrations exactly once however many servers start together, and exports the
+// pool's statistics as Prometheus metrics.
+package pgdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// Config is read from the environment. Where the server finds Postgres (PGHOST, PGPORT,
+// PGUSER, PGPASSWORD, PGDATABASE) comes from libpq's standard variables, which pgx reads.
+type Config struct {
+	MaxConns int32 `env:"DB_MAX_CONNS" envDefault:"10"` // per server; Postgres allows 100 in all
+	MinConns int32 `env:"DB_MIN_CONNS" envDefault:"2"`  // kept open so the first requests pay no handshake
+	// ConnectTimeout bounds dialling: when Postgres is down a request fails fast instead
+	// of waiting for the kernel's TCP timeout.
+	ConnectTimeout    time.Duration `env:"DB_CONNECT_TIMEOUT" envDefault:"2s"`
+	QueryTimeout      time.Duration `env:"DB_QUERY_TIMEOUT" envDefault:"2s"` // per request, acquire included
+	MaxConnLifetime   time.Duration `env:"DB_MAX_CONN_LIFETIME" envDefault:"30m"`
+	MaxConnIdleTime   time.Duration `env:"DB_MAX_CONN_IDLE_TIME" envDefault:"5m"`
+	HealthCheckPeriod time.Duration `env:"DB_HEALTH_CHECK_PERIOD" envDefault:"5s"` // how soon dead idle connections are dropped
+}
+
+// Open builds the pool. It does not wait for Postgres: pgxpool connects lazily, so a
+// server started before its database comes up, and it recovers by itself when the
+// database returns.
+func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("postgres config: %w", err)
+	}
+	pc.MaxConns, pc.MinConns = cfg.MaxConns, cfg.MinConns
+	pc.MaxConnLifetime, pc.MaxConnIdleTime = cfg.MaxConnLifetime, cfg.MaxConnIdleTime
+	pc.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 10 // servers started together do not reconnect together
+	pc.HealthCheckPeriod = cfg.HealthCheckPeriod
+	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	// The server also stops a runaway query itself, in case a client gives up first.
+	pc.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(cfg.QueryTimeout.Milliseconds())
+	pc.ConnConfig.RuntimeParams["application_name"] = "course-server"
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// Migrate applies the migrations in fsys (goose SQL files). A Postgres advisory lock makes
+// it safe to call from every replica at once: one applies, the others wait and find
+// nothing left to do. It retries while Postgres is still starting, for up to wait.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, wait time.Duration, log *slog.Logger) error {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		results, err := provider.Up(ctx)
+		if err == nil {
+			for _, r := range results {
+				log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration.String())
+			}
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("migrations: %w", err)
+		}
+		log.Warn("migrations: database not ready, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// IsNotFound reports a query that found no row.
+func IsNotFound(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// IsUnavailable reports errors that mean "the database cannot answer now" (down,
+// unreachable, too slow, shutting down), as opposed to an error about the query itself.
+func IsUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (incl. timeouts)
+			return true
+		}
+		return false
+	}
+	return err != nil && !IsNotFound(err)
+}

@@ -1,0 +1,92 @@
+package check
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sysdesign-course/course/tools/internal/load"
+)
+
+// Request names one request a step sends.
+type Request struct{ Method, Path string }
+
+// ClientErrors sends every request at once and returns, sorted, a line for each that did
+// not get a 4xx with a JSON {"error": "..."} body within 5 s (a 5xx, a hang, plain text).
+func ClientErrors(ctx context.Context, e *Env, reqs []Request) []string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wrong []string
+	var wg sync.WaitGroup
+	for _, r := range reqs {
+		wg.Go(func() {
+			got := ""
+			resp, err := e.Do(ctx, "bad-input", r.Method, r.Path)
+			switch {
+			case err != nil:
+				got = "no answer: " + load.Classify(err)
+			case resp.Status < 400 || resp.Status > 499:
+				got = fmt.Sprintf("%d %s", resp.Status, Short(resp.Body))
+			case !IsJSON(resp.Header) || !HasError(resp.Body):
+				got = fmt.Sprintf("%d with body %s", resp.Status, Short(resp.Body))
+			}
+			if got != "" {
+				mu.Lock()
+				wrong = append(wrong, fmt.Sprintf("%s %s -> %s", r.Method, r.Path, got))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Strings(wrong)
+	return wrong
+}
+
+// IsJSON reports a JSON content type.
+func IsJSON(h http.Header) bool { return strings.HasPrefix(h.Get("Content-Type"), "application/json") }
+
+// HasError reports a JSON body with a non-empty "error" string.
+func HasError(body []byte) bool {
+	var b struct{ Error string }
+	return json.Unmarshal(body, &b) == nil && b.Error != ""
+}
+
+// Short is a body trimmed to one readable line.
+func Short(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	if s == "" {
+		return "(empty body)"
+	}
+	return s
+}
+
+// MS formats a duration for people: 0.8ms, 12ms, 2.004s.
+func MS(d time.Duration) string {
+	if d < 10*time.Millisecond {
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// Counts formats a tally as "a x2, b x1", sorted.
+func Counts(m map[string]int) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s x%d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// Get and Post build Requests.
+func Get(path string) Request  { return Request{Method: http.MethodGet, Path: path} }
+func Post(path string) Request { return Request{Method: http.MethodPost, Path: path} }

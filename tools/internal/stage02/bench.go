@@ -1,0 +1,90 @@
+package stage02
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/sysdesign-course/course/tools/internal/bench"
+	"github.com/sysdesign-course/course/tools/internal/load"
+	"github.com/sysdesign-course/course/tools/internal/report"
+)
+
+// BenchParams size `make stage 2 bench`.
+type BenchParams struct {
+	Workers int
+	Rounds  int
+	Warmup  time.Duration
+	Round   time.Duration
+}
+
+// BenchDefaults take about 40 s.
+var BenchDefaults = BenchParams{Workers: 32, Rounds: 4, Warmup: time.Second, Round: 4 * time.Second}
+
+// Bench measures GET /users/:id with ids drawn uniformly from all users and from the hot
+// set, in alternating rounds, and the pool's statistics over each: the baseline that the
+// cache stage is compared with.
+func Bench(ctx context.Context, p BenchParams, target string) (report.Table, []report.Bars, error) {
+	client := load.NewClient(p.Workers, 5*time.Second)
+	type mode struct {
+		m     *bench.Measurement
+		ids   int
+		stats map[string]float64 // pool counters summed over this mode's rounds
+	}
+	modes := []*mode{
+		{m: bench.NewMeasurement(fmt.Sprintf("uniform over %d users", Users)), ids: Users, stats: map[string]float64{}},
+		{m: bench.NewMeasurement(fmt.Sprintf("hot set of %d users", Hot)), ids: Hot, stats: map[string]float64{}},
+	}
+	counters := []string{"db_pool_acquires_total", "db_pool_empty_acquires_total", "db_pool_acquire_seconds_total", "db_pool_new_conns_total"}
+	for r := range p.Rounds {
+		for i := range modes {
+			md := modes[(i+r)%2] // alternate which goes first
+			op := func(ctx context.Context) (string, error) {
+				return load.Get(client, fmt.Sprintf("%s/users/%d", target, rand.IntN(md.ids)+1))(ctx)
+			}
+			before, err := bench.Scrape(ctx, client, target+"/metrics")
+			if err != nil {
+				return report.Table{}, nil, err
+			}
+			if _, err := bench.Round(ctx, md.m, op, p.Workers, p.Warmup, p.Round); err != nil {
+				return report.Table{}, nil, err
+			}
+			after, err := bench.Scrape(ctx, client, target+"/metrics")
+			if err != nil {
+				return report.Table{}, nil, err
+			}
+			for _, c := range counters {
+				md.stats[c] += after[c] - before[c] // includes the warm-up: the pool's view of both
+			}
+			md.stats["db_pool_max_conns"] = after["db_pool_max_conns"]
+		}
+	}
+	t := report.Table{
+		Title:   fmt.Sprintf("GET /users/:id, %d keep-alive connections, %d alternating rounds of %s per mode, no cache", p.Workers, p.Rounds, p.Round),
+		Columns: append(append([]string{}, bench.Columns...), "pool waits", "mean acquire ms"),
+	}
+	labels := []string{}
+	var rps, p50, p99 []float64
+	for _, md := range modes {
+		acq := md.stats["db_pool_acquires_total"]
+		wait := 0.0
+		if acq > 0 {
+			wait = md.stats["db_pool_acquire_seconds_total"] / acq * 1000
+		}
+		t.Rows = append(t.Rows, append(bench.Row(md.m),
+			fmt.Sprintf("%.1f%%", 100*md.stats["db_pool_empty_acquires_total"]/max(acq, 1)), fmt.Sprintf("%.3f", wait)))
+		labels = append(labels, md.m.Name)
+		rps, p50, p99 = append(rps, md.m.ReqPerSec()), append(p50, md.m.P(50)), append(p99, md.m.P(99))
+	}
+	t.Notes = []string{
+		fmt.Sprintf("pool: at most %.0f connections per server (DB_MAX_CONNS); pool waits = acquires that found no idle connection and had to wait or dial; mean acquire = time a request waited for a connection.", modes[0].stats["db_pool_max_conns"]),
+		"10,000 users fit in Postgres' shared buffers, so hot and uniform reads cost about the same here: what stage 05's cache saves is the round trip and the query, not disk reads.",
+		"generator cores: CPU the load generator itself used; the server and Postgres share the machine's other cores.",
+	}
+	bars := []report.Bars{
+		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: rps}}},
+		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{{Name: "p50", Values: p50}, {Name: "p99", Values: p99}}},
+	}
+	return t, bars, nil
+}
