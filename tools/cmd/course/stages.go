@@ -14,6 +14,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/report"
 	"github.com/sysdesign-course/course/tools/internal/stage01"
 	"github.com/sysdesign-course/course/tools/internal/stage02"
+	"github.com/sysdesign-course/course/tools/internal/stage03"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -21,13 +22,17 @@ type benchFunc func(ctx context.Context, st course.Stage, d *fault.Docker) (repo
 
 // stage is what the tool knows how to run for one stage; course.toml says the rest.
 type stage struct {
-	steps []check.Step
+	steps func(d *fault.Docker) []check.Step
 	bench benchFunc
+}
+
+func fixed(steps []check.Step) func(*fault.Docker) []check.Step {
+	return func(*fault.Docker) []check.Step { return steps }
 }
 
 var stages = map[int]stage{
 	1: {
-		steps: stage01.Steps(stage01.Defaults),
+		steps: fixed(stage01.Steps(stage01.Defaults)),
 		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
 			cpus, err := d.CPULimit(ctx, "server")
 			if err != nil {
@@ -37,10 +42,13 @@ var stages = map[int]stage{
 		},
 	},
 	2: {
-		steps: stage02.Steps(stage02.Defaults),
+		steps: fixed(stage02.Steps(stage02.Defaults)),
 		bench: func(ctx context.Context, st course.Stage, _ *fault.Docker) (report.Table, []report.Bars, error) {
 			return stage02.Bench(ctx, stage02.BenchDefaults, st.Target)
 		},
+	},
+	3: {
+		steps: func(d *fault.Docker) []check.Step { return stage03.Steps(stage03.Defaults, d) },
 	},
 }
 
@@ -111,7 +119,7 @@ func checkCmd(ctx context.Context, n int) int {
 	monitorCtx, stopMonitor := context.WithCancel(ctx)
 	done := monitor(monitorCtx, env)
 	start := time.Now()
-	results, outcome := check.Run(ctx, prefix, s.impl.steps, env, os.Stdout)
+	results, outcome := check.Run(ctx, prefix, s.impl.steps(s.faults), env, os.Stdout)
 	stopMonitor()
 	<-done
 

@@ -1,0 +1,176 @@
+package fault
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+)
+
+const numberLabel = "com.docker.compose.container-number"
+
+// Replicas returns the running containers of a service by the name each reports in
+// X-Served-By (its hostname: the first 12 characters of its id), in container-number order.
+func (d *Docker) Replicas(ctx context.Context, service string) ([]string, error) {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	type replica struct {
+		host string
+		n    int
+	}
+	var rs []replica
+	for _, id := range ids {
+		c, err := d.api.ContainerInspect(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if c.State != nil && c.State.Running {
+			n, _ := strconv.Atoi(c.Config.Labels[numberLabel])
+			rs = append(rs, replica{c.Config.Hostname, n})
+		}
+	}
+	slices.SortFunc(rs, func(a, b replica) int { return a.n - b.n })
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.host
+	}
+	return out, nil
+}
+
+// KillReplica sends SIGKILL to one running container of the service, chosen by its
+// hostname, as `docker kill` would.
+func (d *Docker) KillReplica(ctx context.Context, service, host string) error {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if strings.HasPrefix(id, host) {
+			d.marker.Mark("kill " + service + " " + host)
+			return d.api.ContainerKill(ctx, id, "KILL")
+		}
+	}
+	return fmt.Errorf("no %s container %s", service, host)
+}
+
+// Scale makes the service run n containers, as `docker compose up --scale SERVICE=n`
+// would: new ones are clones of an existing replica (same image, environment, labels and
+// network aliases, so Docker's DNS answers the service name with them too); surplus ones,
+// the highest-numbered first, are stopped and removed.
+func (d *Docker) Scale(ctx context.Context, service string, n int) error {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return err
+	}
+	d.marker.Mark(fmt.Sprintf("scale %s to %d", service, n))
+	type box struct {
+		id  string
+		num int
+	}
+	var have []box
+	var template container.InspectResponse
+	for _, id := range ids {
+		c, err := d.api.ContainerInspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		num, _ := strconv.Atoi(c.Config.Labels[numberLabel])
+		have = append(have, box{id, num})
+		if c.State != nil && c.State.Running {
+			template = c
+		}
+	}
+	if template.Config == nil {
+		return fmt.Errorf("no running %s container to clone", service)
+	}
+	slices.SortFunc(have, func(a, b box) int { return a.num - b.num })
+	for len(have) > n {
+		last := have[len(have)-1]
+		timeout := 10
+		if err := d.api.ContainerStop(ctx, last.id, container.StopOptions{Timeout: &timeout}); err != nil {
+			return err
+		}
+		if err := d.api.ContainerRemove(ctx, last.id, container.RemoveOptions{}); err != nil {
+			return err
+		}
+		have = have[:len(have)-1]
+	}
+	for num := have[len(have)-1].num + 1; len(have) < n; num++ {
+		id, err := d.clone(ctx, template, service, num)
+		if err != nil {
+			return err
+		}
+		have = append(have, box{id, num})
+	}
+	return nil
+}
+
+func (d *Docker) clone(ctx context.Context, t container.InspectResponse, service string, num int) (string, error) {
+	cfg := *t.Config
+	cfg.Hostname = "" // Docker names the clone after its own id, as X-Served-By shows
+	cfg.Labels = map[string]string{}
+	for k, v := range t.Config.Labels {
+		cfg.Labels[k] = v
+	}
+	cfg.Labels[numberLabel] = strconv.Itoa(num)
+	nets := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
+	for name, ep := range t.NetworkSettings.Networks {
+		var aliases []string
+		for _, a := range ep.Aliases {
+			if a == service { // keep the service name; drop the template's own names
+				aliases = append(aliases, a)
+			}
+		}
+		nets.EndpointsConfig[name] = &network.EndpointSettings{Aliases: aliases}
+	}
+	name := fmt.Sprintf("%s-%s-%d", d.project, service, num)
+	created, err := d.api.ContainerCreate(ctx, &cfg, t.HostConfig, nets, nil, name)
+	if err != nil {
+		return "", fmt.Errorf("creating %s: %w", name, err)
+	}
+	if err := d.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		return "", fmt.Errorf("starting %s: %w", name, err)
+	}
+	return created.ID, nil
+}
+
+// Exec runs a command in the service's first container and returns its exit code,
+// for example `nginx -s reload` after a scale, as `docker compose exec` would.
+func (d *Docker) Exec(ctx context.Context, service string, cmd ...string) error {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return err
+	}
+	d.marker.Mark(service + ": " + strings.Join(cmd, " "))
+	ex, err := d.api.ContainerExecCreate(ctx, ids[0], container.ExecOptions{Cmd: cmd})
+	if err != nil {
+		return err
+	}
+	if err := d.api.ContainerExecStart(ctx, ex.ID, container.ExecStartOptions{}); err != nil {
+		return err
+	}
+	for {
+		st, err := d.api.ContainerExecInspect(ctx, ex.ID)
+		if err != nil {
+			return err
+		}
+		if !st.Running {
+			if st.ExitCode != 0 {
+				return fmt.Errorf("%s in %s exited %d", strings.Join(cmd, " "), service, st.ExitCode)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
