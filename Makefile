@@ -43,8 +43,13 @@ DOCKER_GID := $(shell stat -c %g $(DOCKER_SOCK) 2>/dev/null || stat -f %g $(DOCK
 ifeq (stage,$(firstword $(MAKECMDGOALS)))
   STAGE_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
   $(eval $(STAGE_ARGS):;@:)
+  # a repeated word (make stage 3 scale 3) would make make say "Nothing to be done"
+  ifneq ($(words $(STAGE_ARGS)),$(words $(sort $(STAGE_ARGS))))
+    MAKEFLAGS += -s
+  endif
   N := $(word 1,$(STAGE_ARGS))
   VERB := $(word 2,$(STAGE_ARGS))
+  ARG := $(word 3,$(STAGE_ARGS))
 endif
 ifdef N
   NN := $(shell awk 'BEGIN { printf "%02d", "$(N)" + 0 }')
@@ -61,18 +66,18 @@ help: ## this guide
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down"
+	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, scale COUNT, dns"
 	@echo "Stages:"
 	@awk -F' = ' '/^number/{n=$$2} /^title/{gsub(/"/,"",$$2); printf "  %2s  %s\n", n, $$2}' stages/course.toml
 
-stage: ## make stage N up|check|bench|logs|ps|down
-	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down (N is a stage number)"; exit 2; }
+stage: ## make stage N up|check|bench|logs|ps|down|scale COUNT|dns
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|scale COUNT|dns (N is a stage number)"; exit 2; }
 	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
 	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
-	@$(MAKE) stage-$(or $(VERB),help) N=$(N)
+	@$(MAKE) stage-$(or $(VERB),help) N=$(N) ARG=$(ARG)
 
 stage-%:
-	@echo "usage: make stage $(N) up|check|bench|logs|ps|down ('$*' is not one of them)"; exit 2
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|scale COUNT|dns ('$*' is not one of them)"; exit 2
 
 stage-up: $(PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
@@ -88,6 +93,18 @@ stage-logs:
 
 stage-ps:
 	$(COMPOSE) ps
+
+# Scale the server replicas; nginx resolves the service name only at start or reload, so
+# it is reloaded to pick up the new set.
+stage-scale:
+	@[[ "$(ARG)" =~ ^[1-9][0-9]?$$ ]] || { echo "usage: make stage $(N) scale COUNT (1 to 99)"; exit 2; }
+	$(COMPOSE) up -d --wait --no-recreate --scale server=$(ARG) server
+	@if $(COMPOSE) ps --services | grep -qx nginx; then \
+	  $(COMPOSE) exec nginx nginx -s reload && echo "nginx reloaded: it now spreads requests over $(ARG) replicas"; fi
+
+# What Docker's embedded DNS answers for the server service: one address per replica.
+stage-dns: tools-image
+	@$(RUN_TOOL) dns server
 
 # check and bench run the course tool in a container on the stack's network: it reaches
 # services by name, and stops or kills containers through the Docker socket.

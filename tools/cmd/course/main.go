@@ -2,6 +2,7 @@
 //
 //	course check N   prove stage N's concept on its running stack (exit 0 pass, 1 fail, 2 inconclusive)
 //	course bench N   measure stage N's numbers side by side
+//	course dns NAME  what Docker's embedded DNS answers for a service name
 //	course e2e       for every finished stage: up, check, negative control, down (make test)
 //
 // check and bench run in a container on the stage's network (see the Makefile), so they
@@ -18,9 +19,10 @@ import (
 	"syscall"
 )
 
-const usage = `usage: course check N | bench N | e2e
+const usage = `usage: course check N | bench N | dns NAME | e2e
   check N   prove stage N's concept on its running stack
   bench N   measure stage N's numbers
+  dns NAME  show what Docker's embedded DNS answers for a service name
   e2e       run every finished stage end to end (up, check, negative control, down)
 environment: COURSE_ROOT (repository), COURSE_PROJECT (Compose project under test),
 COURSE_REPORT (report folder, relative to the repository)`
@@ -54,6 +56,12 @@ func run(ctx context.Context, args []string) int {
 			return checkCmd(ctx, n)
 		}
 		return benchCmd(ctx, n)
+	case "dns":
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, usage)
+			return 2
+		}
+		return dnsCmd(ctx, args[1])
 	case "e2e":
 		return e2eCmd(ctx)
 	default:
