@@ -49,6 +49,9 @@ var stages = map[int]stage{
 	},
 	3: {
 		steps: func(d *fault.Docker) []check.Step { return stage03.Steps(stage03.Defaults, d) },
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage03.Bench(ctx, stage03.BenchDefaults, d, st.Target)
+		},
 	},
 }
 

@@ -129,69 +129,113 @@ func seeded(ctx context.Context, e *check.Env) check.Verdict {
 	return check.Passed("users 1, 4242 and %d served as seeded; user %d is a JSON 404", Users, Users+1)
 }
 
+// walk follows next_after from page to page. It fails if a page repeats or skips an id
+// (ids must rise by one from first), if next_after is not the last id of a full page, or
+// if the walk does not end (no next_after) within maxPages.
+func walk(ctx context.Context, e *check.Env, maxPages int, pathAt func(after int64) string, ids func(body []byte) ([]int64, *int64, error), first int64, step int64) (count, pages int, v *check.Verdict) {
+	after, want := int64(0), first
+	for pages < maxPages {
+		path := pathAt(after)
+		r, err := e.Get(ctx, "users", path)
+		if err != nil || r.Status != http.StatusOK {
+			status, body := 0, ""
+			if r != nil {
+				status, body = r.Status, check.Short(r.Body)
+			}
+			f := check.Failed("200 with a page from "+path, seenAs(status, body, err))
+			return count, pages, &f
+		}
+		pages++
+		got, next, err := ids(r.Body)
+		if err != nil {
+			f := check.Failed("a page as JSON from "+path, err.Error())
+			return count, pages, &f
+		}
+		for _, id := range got {
+			if id != want && step > 0 || id <= after {
+				f := check.Failed(fmt.Sprintf("id %d next on page %d", want, pages), fmt.Sprintf("id %d (%s)", id, path))
+				return count, pages, &f
+			}
+			after, want = id, id+step
+			count++
+		}
+		if next == nil {
+			return count, pages, nil
+		}
+		if len(got) == 0 || *next != got[len(got)-1] {
+			f := check.Failed("next_after equal to the last id of a full page, and absent after the last page",
+				fmt.Sprintf("next_after %d after a page of ids %s (%s)", *next, span(got), path))
+			return count, pages, &f
+		}
+	}
+	f := check.Failed(fmt.Sprintf("the walk ends (no next_after) within %d pages", maxPages), "next_after never went away")
+	return count, pages, &f
+}
+
+// span is a page's ids as "first..last (n)".
+func span(ids []int64) string {
+	if len(ids) == 0 {
+		return "(none)"
+	}
+	return fmt.Sprintf("%d..%d (%d)", ids[0], ids[len(ids)-1], len(ids))
+}
+
 func paginate(ctx context.Context, e *check.Env) check.Verdict {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	// All users, 100 a page: ids must run 1, 2, ... Users with nothing skipped or repeated.
-	next, pages, seen := int64(0), 0, 0
-	for ; pages < Users/100+2; pages++ {
+	seen, pages, v := walk(ctx, e, Users/100+2, func(after int64) string {
+		return fmt.Sprintf("/users?after=%d&limit=100", after)
+	}, func(body []byte) ([]int64, *int64, error) {
 		var page struct {
 			Users     []user
 			NextAfter *int64 `json:"next_after"`
 		}
-		path := fmt.Sprintf("/users?after=%d&limit=100", next)
-		status, body, err := getJSON(ctx, e, "users", path, &page)
-		if err != nil || status != http.StatusOK {
-			return check.Failed("200 with a page of users from "+path, seenAs(status, body, err))
+		err := json.Unmarshal(body, &page)
+		ids := make([]int64, len(page.Users))
+		for i, u := range page.Users {
+			ids[i] = u.ID
 		}
-		for _, u := range page.Users {
-			if u.ID != int64(seen+1) {
-				return check.Failed(fmt.Sprintf("user %d next (after %d)", seen+1, seen), fmt.Sprintf("user %d on page %d (%s)", u.ID, pages+1, path))
-			}
-			seen++
-		}
-		if page.NextAfter == nil {
-			break
-		}
-		next = *page.NextAfter
+		return ids, page.NextAfter, err
+	}, 1, 1)
+	if v != nil {
+		return *v
 	}
 	if seen != Users {
-		return check.Failed(fmt.Sprintf("%d users in all", Users), fmt.Sprintf("%d users in %d pages", seen, pages+1))
+		return check.Failed(fmt.Sprintf("%d users in all", Users), fmt.Sprintf("%d users in %d pages", seen, pages))
 	}
 	// The join: two users' messages, 3 a page, must be theirs, in order, and complete.
 	for _, u := range []int{7, 18} {
-		got, after := 0, int64(0)
-		for range MessagesOf(u) + 2 {
+		var wrongOwner string
+		got, _, v := walk(ctx, e, MessagesOf(u)/3+2, func(after int64) string {
+			return fmt.Sprintf("/users/%d/messages?after=%d&limit=3", u, after)
+		}, func(body []byte) ([]int64, *int64, error) {
 			var page struct {
 				User      user
 				Messages  []struct{ ID int64 }
 				NextAfter *int64 `json:"next_after"`
 			}
-			path := fmt.Sprintf("/users/%d/messages?after=%d&limit=3", u, after)
-			status, body, err := getJSON(ctx, e, "users", path, &page)
-			if err != nil || status != http.StatusOK {
-				return check.Failed("200 with a page of messages from "+path, seenAs(status, body, err))
-			}
+			err := json.Unmarshal(body, &page)
 			if page.User.Username != Username(u) {
-				return check.Failed(fmt.Sprintf("messages of %s", Username(u)), "messages of "+page.User.Username)
+				wrongOwner = page.User.Username
 			}
-			for _, m := range page.Messages {
-				if m.ID <= after {
-					return check.Failed("message ids increasing across pages", fmt.Sprintf("id %d after %d (%s)", m.ID, after, path))
-				}
-				after = m.ID
-				got++
+			ids := make([]int64, len(page.Messages))
+			for i, m := range page.Messages {
+				ids[i] = m.ID
 			}
-			if page.NextAfter == nil {
-				break
-			}
-		}
-		if got != MessagesOf(u) {
-			return check.Failed(fmt.Sprintf("%d messages for user %d (the seed gives user u u%%19+1)", MessagesOf(u), u), fmt.Sprintf("%d", got))
+			return ids, page.NextAfter, err
+		}, 0, 0) // message ids only need to rise
+		switch {
+		case v != nil:
+			return *v
+		case wrongOwner != "":
+			return check.Failed(fmt.Sprintf("messages of %s", Username(u)), "messages of "+wrongOwner)
+		case got != MessagesOf(u):
+			return check.Failed(fmt.Sprintf("%d messages for user %d (the seed gives user u u%%19+1)", MessagesOf(u), u), fmt.Sprint(got))
 		}
 	}
 	return check.Passed("%d users in %d pages, ids 1..%d in order; users 7 and 18 have %d and %d messages across pages of 3",
-		seen, pages+1, Users, MessagesOf(7), MessagesOf(18))
+		seen, pages, Users, MessagesOf(7), MessagesOf(18))
 }
 
 var badCases = []check.Request{
@@ -238,22 +282,39 @@ func processStart(ctx context.Context, e *check.Env) (string, error) {
 
 // probe is one round of requests during the outage.
 type probe struct {
-	users, ping, ready, health int // status codes
-	usersTook                  time.Duration
-	usersJSON                  bool
+	users               string // what the user read got: "JSON 503", "plain 500", "no answer: timeout"
+	code                int    // its status code (0: no answer)
+	ping, ready, health int    // status codes
+	usersTook           time.Duration
 }
 
 func sample(ctx context.Context, e *check.Env, fast time.Duration) probe {
 	var p probe
-	rctx, cancel := context.WithTimeout(ctx, fast+2*time.Second)
-	defer cancel()
-	if r, err := e.Get(rctx, "users", fmt.Sprintf("/users/%d", rand.IntN(Hot)+1)); err == nil {
-		p.users, p.usersTook, p.usersJSON = r.Status, r.Latency, check.IsJSON(r.Header) && check.HasError(r.Body)
-	} else {
-		p.usersTook = fast + time.Second
+	get := func(series, path string) (*check.Response, time.Duration, error) {
+		rctx, cancel := context.WithTimeout(ctx, fast+2*time.Second)
+		defer cancel()
+		start := time.Now()
+		r, err := e.Get(rctx, series, path)
+		return r, time.Since(start), err
+	}
+	r, took, err := get("users", fmt.Sprintf("/users/%d", rand.IntN(Hot)+1))
+	p.usersTook = took
+	switch {
+	case err != nil:
+		p.users = "no answer: " + load.Classify(err)
+	case r.Status == http.StatusServiceUnavailable && check.IsJSON(r.Header) && check.HasError(r.Body):
+		p.users = "JSON 503"
+	case check.IsJSON(r.Header):
+		p.users = fmt.Sprintf("JSON %d", r.Status)
+	default:
+		p.users = fmt.Sprintf("plain %d", r.Status)
+	}
+	p.code = 0
+	if r != nil {
+		p.code = r.Status
 	}
 	status := func(series, path string) int {
-		if r, err := e.Get(rctx, series, path); err == nil {
+		if r, _, err := get(series, path); err == nil {
 			return r.Status
 		}
 		return 0
@@ -269,8 +330,8 @@ func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 	if err != nil {
 		return check.Failed("the server's /metrics with process_start_time_seconds", err.Error())
 	}
-	if s := sample(ctx, e, p.FailFast); s.users != http.StatusOK || s.ready != http.StatusOK {
-		return check.Failed("user reads and /readyz answer 200 before the outage", fmt.Sprintf("users %d, readyz %d", s.users, s.ready))
+	if s := sample(ctx, e, p.FailFast); s.code != http.StatusOK || s.ready != http.StatusOK {
+		return check.Failed("user reads and /readyz answer 200 before the outage", fmt.Sprintf("users %s, readyz %d", s.users, s.ready))
 	}
 
 	// Steady background reads for the chart and to keep the pool busy while Postgres dies.
@@ -309,7 +370,7 @@ func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 	recovered := time.Duration(-1)
 	for time.Since(healthyAt) < p.RecoverWithin {
 		s := sample(ctx, e, p.FailFast)
-		if s.users == http.StatusOK && s.ready == http.StatusOK {
+		if s.code == http.StatusOK && s.ready == http.StatusOK {
 			recovered = time.Since(healthyAt)
 			break
 		}
@@ -330,8 +391,8 @@ func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 		if s.usersTook > p.FailFast {
 			slow++
 		}
-		if s.users != http.StatusServiceUnavailable || !s.usersJSON {
-			wrongUsers[fmt.Sprint(s.users)]++
+		if s.users != "JSON 503" {
+			wrongUsers[s.users]++
 		}
 		if s.ping != http.StatusOK {
 			pingFailed++
@@ -347,7 +408,7 @@ func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 	switch {
 	case len(wrongUsers) > 0 || slow > 0:
 		return check.Failed(fmt.Sprintf("every user read answers a JSON 503 within %s while the database is down", p.FailFast),
-			fmt.Sprintf("of %d reads: statuses other than 503: %s; %d slower than %s (worst %s)", n, check.Counts(wrongUsers), slow, p.FailFast, check.MS(worst)))
+			fmt.Sprintf("of %d reads: %s other than a JSON 503; %d slower than %s (worst %s)", n, check.Counts(wrongUsers), slow, p.FailFast, check.MS(worst)))
 	case pingFailed > 0 || unhealthy > 0:
 		return check.Failed("/ping and /healthz answer 200 while the database is down (the process is alive)",
 			fmt.Sprintf("of %d rounds, /ping failed %d times and /healthz %d times", n, pingFailed, unhealthy)).

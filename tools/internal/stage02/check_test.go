@@ -282,8 +282,8 @@ func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
 		hint    string // a phrase of the step's hint or of the verdict's own
 		actual  string // a phrase of what the check saw
 	}{
-		{"page repeats its ?after= row", flaws{repeatsBoundary: true}, "pagination", "next_after must be the last id of a full page", "user 100 on page 2"},
-		{"next_after skips a row", flaws{skipsBoundary: true}, "pagination", "next_after must be the last id of a full page", "user 102 on page 2"},
+		{"page repeats its ?after= row", flaws{repeatsBoundary: true}, "pagination", "next_after must be the last id of a full page", "id 100 (/users?after=100&limit=100)"},
+		{"next_after skips a row", flaws{skipsBoundary: true}, "pagination", "next_after must be the last id of a full page", "next_after 101 after a page of ids 1..100"},
 		{"500 for a non-numeric id", flaws{badID500: true}, "bad-input", "parse and bound ids", "GET /users/abc -> 500"},
 		{"reads hang while the database is down", flaws{whenDown: "hang"}, "database-outage", "bound every query", "slower than 500ms"},
 		{"reads answer 500 while the database is down", flaws{whenDown: "500"}, "database-outage", "map connection errors to 503", "500 x"},
