@@ -30,7 +30,10 @@ type Config struct {
 	QueryTimeout      time.Duration `env:"DB_QUERY_TIMEOUT" envDefault:"2s"` // per request, acquire included
 	MaxConnLifetime   time.Duration `env:"DB_MAX_CONN_LIFETIME" envDefault:"30m"`
 	MaxConnIdleTime   time.Duration `env:"DB_MAX_CONN_IDLE_TIME" envDefault:"5m"`
-	HealthCheckPeriod time.Duration `env:"DB_HEALTH_CHECK_PERIOD" envDefault:"5s"` // how soon dead idle connections are dropped
+	// HealthCheckPeriod is how often the pool closes connections past their lifetime or idle
+	// time and dials back up to MinConns; a dead connection itself is found when a query
+	// uses it, and the pool then discards it.
+	HealthCheckPeriod time.Duration `env:"DB_HEALTH_CHECK_PERIOD" envDefault:"5s"`
 }
 
 // Open builds the pool. It does not wait for Postgres: pgxpool connects lazily, so a

@@ -110,6 +110,8 @@ func (h *Handlers) ctx(c echo.Context) (context.Context, context.CancelFunc) {
 // 503 (retry later) when the database cannot answer, 500 only for a query that is wrong.
 func (h *Handlers) dbError(c echo.Context, err error, what string) error {
 	switch {
+	case c.Request().Context().Err() != nil:
+		return c.NoContent(499) // the client went away: nobody to answer, nothing to log
 	case pgdb.IsNotFound(err):
 		return echo.NewHTTPError(http.StatusNotFound, what+" not found")
 	case pgdb.IsUnavailable(err):
