@@ -26,10 +26,10 @@ type Config struct {
 	MinConns int32 `env:"DB_MIN_CONNS" envDefault:"2"`  // kept open so the first requests pay no handshake
 	// ConnectTimeout bounds dialling: when Postgres is down a request fails fast instead
 	// of waiting for the kernel's TCP timeout.
-	ConnectTimeout    time.Duration `env:"DB_CONNECT_TIMEOUT" envDefault:"2s"`
-	QueryTimeout      time.Duration `env:"DB_QUERY_TIMEOUT" envDefault:"2s"` // per request, acquire included
-	MaxConnLifetime   time.Duration `env:"DB_MAX_CONN_LIFETIME" envDefault:"30m"`
-	MaxConnIdleTime   time.Duration `env:"DB_MAX_CONN_IDLE_TIME" envDefault:"5m"`
+	ConnectTimeout  time.Duration `env:"DB_CONNECT_TIMEOUT" envDefault:"2s"`
+	QueryTimeout    time.Duration `env:"DB_QUERY_TIMEOUT" envDefault:"2s"` // per request, acquire included
+	MaxConnLifetime time.Duration `env:"DB_MAX_CONN_LIFETIME" envDefault:"30m"`
+	MaxConnIdleTime time.Duration `env:"DB_MAX_CONN_IDLE_TIME" envDefault:"5m"`
 	// HealthCheckPeriod is how often the pool closes connections past their lifetime or idle
 	// time and dials back up to MinConns; a dead connection itself is found when a query
 	// uses it, and the pool then discards it.
