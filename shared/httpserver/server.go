@@ -46,6 +46,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	ready    []readiness
+	onStop   []func(context.Context)
 }
 
 type readiness struct {
@@ -94,6 +95,10 @@ func New(cfg Config, log *slog.Logger) *Server {
 	e.GET("/metrics", echo.WrapHandler(m.handler(reg)))
 	return s
 }
+
+// OnShutdown runs f when a shutdown begins, before the server stops accepting requests:
+// the place to tell a load balancer to stop sending more. Call it before Run.
+func (s *Server) OnShutdown(f func(context.Context)) { s.onStop = append(s.onStop, f) }
 
 // Ready adds a dependency that GET /readyz checks, such as the database. Call it before Run.
 func (s *Server) Ready(name string, check func(context.Context) error) {
@@ -145,6 +150,11 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 
+	for _, f := range s.onStop {
+		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f(fctx)
+		cancel()
+	}
 	if s.cfg.ShutdownTimeout <= 0 {
 		s.log.Warn("shutting down without a grace period: in-flight requests are dropped")
 		return s.Echo.Close()

@@ -1,0 +1,93 @@
+// Package registrar lets a server announce itself to the course's load balancer when it
+// is ready, retrying with backoff until the balancer accepts, and leave on shutdown.
+package registrar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+)
+
+// Config is read from the environment. An empty BalancerURL turns registration off.
+type Config struct {
+	BalancerURL string `env:"LB_ADMIN_URL"` // e.g. http://lb:8081
+	SelfURL     string `env:"SELF_URL"`     // how the balancer reaches this server; default http://<hostname>:8080
+	Weight      int    `env:"WEIGHT" envDefault:"1"`
+}
+
+type registration struct {
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+}
+
+// Self fills in SelfURL from the hostname, which Docker's DNS resolves to this container.
+func (c *Config) Self() string {
+	if c.SelfURL == "" {
+		host, _ := os.Hostname()
+		c.SelfURL = "http://" + host + ":8080"
+	}
+	return c.SelfURL
+}
+
+// Register posts this server to the balancer until it answers 200 or 201, backing off
+// exponentially (capped at 2 s) while the balancer is not up yet. It gives up when ctx ends.
+func Register(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.BalancerURL == "" {
+		return nil
+	}
+	body, _ := json.Marshal(registration{URL: cfg.Self(), Weight: cfg.Weight})
+	op := func() (struct{}, error) {
+		return struct{}{}, send(ctx, http.MethodPost, cfg.BalancerURL+"/register", body)
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 100*time.Millisecond, 2*time.Second
+	_, err := backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			log.Warn("balancer not reachable yet, retrying", "err", err, "in", next)
+		}))
+	if err == nil {
+		log.Info("registered with the balancer", "balancer", cfg.BalancerURL, "self", cfg.Self(), "weight", cfg.Weight)
+	}
+	return err
+}
+
+// Deregister tells the balancer to stop sending requests here; one try, bounded by ctx.
+func Deregister(ctx context.Context, cfg Config, log *slog.Logger) {
+	if cfg.BalancerURL == "" {
+		return
+	}
+	body, _ := json.Marshal(registration{URL: cfg.Self()})
+	if err := send(ctx, http.MethodDelete, cfg.BalancerURL+"/register", body); err != nil {
+		log.Warn("deregistering", "err", err)
+		return
+	}
+	log.Info("deregistered from the balancer")
+}
+
+func send(ctx context.Context, method, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return backoff.Permanent(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+		return nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return backoff.Permanent(fmt.Errorf("%s %s: HTTP %d", method, url, resp.StatusCode))
+	default:
+		return fmt.Errorf("%s %s: HTTP %d", method, url, resp.StatusCode)
+	}
+}
