@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"strings"
@@ -26,7 +27,7 @@ type Registration struct {
 // Admin serves the balancer's control plane, meant for the internal network and the
 // host's loopback only:
 //
-//	POST   /register     {"url": "http://host:8080", "weight": 1}  a server announces itself
+//	POST   /register     {"url": "http://host:8080", "weight": 1}  a server announces itself (again: a heartbeat)
 //	DELETE /register     {"url": "http://host:8080"}               and leaves on shutdown
 //	GET    /stats        HTML that refreshes itself
 //	GET    /stats.json   the same data
@@ -80,11 +81,10 @@ func (lb *Balancer) Admin() http.Handler {
 			}
 		}
 		for u, wt := range cfg.Weights {
-			if !lb.known(u) {
+			if err := lb.SetWeight(u, wt); errors.Is(err, errUnknown) {
 				writeError(w, http.StatusNotFound, "no backend "+u)
 				return
-			}
-			if _, err := lb.Add(u, wt); err != nil {
+			} else if err != nil {
 				writeError(w, http.StatusBadRequest, err.Error())
 				return
 			}
@@ -102,17 +102,6 @@ func (lb *Balancer) Admin() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeError(w, http.StatusNotFound, "not found") })
 	return mux
-}
-
-func (lb *Balancer) known(raw string) bool {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	for _, b := range lb.backends {
-		if b.URL.String() == raw {
-			return true
-		}
-	}
-	return false
 }
 
 // decode reads a small JSON body strictly, answering 400 itself when it cannot.

@@ -79,7 +79,8 @@ func New(cfg Config, log *slog.Logger) (*Balancer, error) {
 	return lb, nil
 }
 
-// Add registers a backend (or updates its weight if it is known) and reports whether it is new.
+// Add registers a backend and reports whether it is new; a known backend keeps its state
+// and weight, so servers can re-register as a heartbeat (weights change through SetWeight).
 func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
@@ -93,7 +94,6 @@ func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 	defer lb.mu.Unlock()
 	for _, b := range lb.backends {
 		if b.URL.String() == u.String() {
-			b.weight.Store(weight)
 			return false, nil
 		}
 	}
@@ -112,6 +112,24 @@ func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 	lb.log.Info("backend added", "url", u.String(), "weight", weight)
 	return true, nil
 }
+
+// SetWeight changes a known backend's weight.
+func (lb *Balancer) SetWeight(raw string, weight int64) error {
+	if weight < 1 || weight > 100 {
+		return fmt.Errorf("weight must be from 1 to 100, got %d", weight)
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	for _, b := range lb.backends {
+		if b.URL.String() == raw {
+			b.weight.Store(weight)
+			return nil
+		}
+	}
+	return errUnknown
+}
+
+var errUnknown = errors.New("no such backend")
 
 // Remove deregisters a backend and reports whether it was known.
 func (lb *Balancer) Remove(raw string) bool {
@@ -170,11 +188,14 @@ func (lb *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			return
 		}
+		if r.Context().Err() != nil {
+			return // the client went away: not the backend's fault, and nobody to answer
+		}
 		lb.log.Warn("proxy error", "backend", b.URL.String(), "attempt", attempt+1, "err", err)
 		if b.proxyFailed(time.Now(), lb.cfg.PassiveErrors, lb.cfg.PassiveWindow) {
 			lb.log.Warn("backend ejected after repeated errors", "backend", b.URL.String())
 		}
-		if !idempotent || attempt >= lb.cfg.Retries || r.Context().Err() != nil {
+		if !idempotent || attempt >= lb.cfg.Retries {
 			status := http.StatusBadGateway
 			if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 				status = http.StatusGatewayTimeout
@@ -194,7 +215,7 @@ func (lb *Balancer) forward(b *Backend, w http.ResponseWriter, r *http.Request) 
 	rec := &statusRecorder{ResponseWriter: w}
 	w.Header().Set("X-Backend", b.URL.Host)
 	b.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), errSlot{}, &failed)))
-	if failed != nil || rec.status >= 500 {
+	if (failed != nil && r.Context().Err() == nil) || rec.status >= 500 {
 		b.errors.Add(1)
 	}
 	if failed == nil {

@@ -20,6 +20,9 @@ type Config struct {
 	BalancerURL string `env:"LB_ADMIN_URL"` // e.g. http://lb:8081
 	SelfURL     string `env:"SELF_URL"`     // how the balancer reaches this server; default http://<hostname>:8080
 	Weight      int    `env:"WEIGHT" envDefault:"1"`
+	// Heartbeat re-registers this often, so a balancer that restarted (and forgot
+	// everyone) learns about this server again within one interval.
+	Heartbeat time.Duration `env:"REGISTER_HEARTBEAT" envDefault:"5s"`
 }
 
 type registration struct {
@@ -34,6 +37,28 @@ func (c *Config) Self() string {
 		c.SelfURL = "http://" + host + ":8080"
 	}
 	return c.SelfURL
+}
+
+// Run registers this server (see Register), then re-registers every Heartbeat until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.BalancerURL == "" {
+		return nil
+	}
+	if err := Register(ctx, cfg, log); err != nil {
+		return err
+	}
+	t := time.NewTicker(cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := Register(ctx, cfg, log); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // Register posts this server to the balancer until it answers 200 or 201, backing off
@@ -53,7 +78,7 @@ func Register(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Warn("balancer not reachable yet, retrying", "err", err, "in", next)
 		}))
 	if err == nil {
-		log.Info("registered with the balancer", "balancer", cfg.BalancerURL, "self", cfg.Self(), "weight", cfg.Weight)
+		log.Debug("registered with the balancer", "balancer", cfg.BalancerURL, "self", cfg.Self(), "weight", cfg.Weight)
 	}
 	return err
 }

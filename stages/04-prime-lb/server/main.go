@@ -30,10 +30,12 @@ func main() {
 	srv := httpserver.New(cfg.HTTP, log)
 	slowquery.Register(srv.Echo)
 	prime.Register(srv.Echo)
-	srv.OnShutdown(func(ctx context.Context) { registrar.Deregister(ctx, cfg.Register, log) })
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	srv.OnShutdown(func(sctx context.Context) {
+		cancel() // no more heartbeats, then leave
+		registrar.Deregister(sctx, cfg.Register, log)
+	})
 	go func() {
 		// Announce ourselves only once we answer our own health check.
 		for probe.Check("http://127.0.0.1:8080/healthz", time.Second) != nil {
@@ -43,7 +45,7 @@ func main() {
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		if err := registrar.Register(ctx, cfg.Register, log); err != nil {
+		if err := registrar.Run(ctx, cfg.Register, log); err != nil {
 			log.Error("registration gave up", "err", err)
 		}
 	}()

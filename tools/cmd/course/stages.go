@@ -15,6 +15,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/stage01"
 	"github.com/sysdesign-course/course/tools/internal/stage02"
 	"github.com/sysdesign-course/course/tools/internal/stage03"
+	"github.com/sysdesign-course/course/tools/internal/stage04"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -22,12 +23,15 @@ type benchFunc func(ctx context.Context, st course.Stage, d *fault.Docker) (repo
 
 // stage is what the tool knows how to run for one stage; course.toml says the rest.
 type stage struct {
-	steps func(d *fault.Docker) []check.Step
+	steps func(d *fault.Docker) ([]check.Step, tabulate)
 	bench benchFunc
 }
 
-func fixed(steps []check.Step) func(*fault.Docker) []check.Step {
-	return func(*fault.Docker) []check.Step { return steps }
+// tabulate summarises a check's measurements once its steps ran (nil: nothing to add).
+type tabulate func() report.Table
+
+func fixed(steps []check.Step) func(*fault.Docker) ([]check.Step, tabulate) {
+	return func(*fault.Docker) ([]check.Step, tabulate) { return steps, nil }
 }
 
 var stages = map[int]stage{
@@ -48,9 +52,15 @@ var stages = map[int]stage{
 		},
 	},
 	3: {
-		steps: func(d *fault.Docker) []check.Step { return stage03.Steps(stage03.Defaults, d) },
+		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage03.Steps(stage03.Defaults, d), nil },
 		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
 			return stage03.Bench(ctx, stage03.BenchDefaults, d, st.Target)
+		},
+	},
+	4: {
+		steps: func(d *fault.Docker) ([]check.Step, tabulate) {
+			steps, table := stage04.Steps(stage04.Defaults, d)
+			return steps, table
 		},
 	},
 }
@@ -122,12 +132,18 @@ func checkCmd(ctx context.Context, n int) int {
 	monitorCtx, stopMonitor := context.WithCancel(ctx)
 	done := monitor(monitorCtx, env)
 	start := time.Now()
-	results, outcome := check.Run(ctx, prefix, s.impl.steps(s.faults), env, os.Stdout)
+	steps, summary := s.impl.steps(s.faults)
+	results, outcome := check.Run(ctx, prefix, steps, env, os.Stdout)
 	stopMonitor()
 	<-done
 
 	rep := report.Report{Stage: s.stage.Slug, Kind: "check", Target: s.stage.Target, StartedAt: start.UTC(),
 		Elapsed: time.Since(start).Seconds(), Outcome: string(outcome), Steps: results}
+	if summary != nil {
+		t := summary()
+		t.Print(os.Stdout)
+		rep.Results = t
+	}
 	if err := report.Write(s.reportDir, rep, s.timeline); err != nil {
 		fmt.Fprintln(os.Stderr, "writing the report:", err)
 	}

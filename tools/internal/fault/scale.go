@@ -174,3 +174,19 @@ func (d *Docker) Exec(ctx context.Context, service string, cmd ...string) error 
 		}
 	}
 }
+
+// SetCPUs changes one replica's CPU limit at run time, as `docker update --cpus`.
+func (d *Docker) SetCPUs(ctx context.Context, service, host string, cpus float64) error {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if strings.HasPrefix(id, host) {
+			d.marker.Mark(fmt.Sprintf("%s %s limited to %.2f CPU", service, host, cpus))
+			_, err := d.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{NanoCPUs: int64(cpus * 1e9)}})
+			return err
+		}
+	}
+	return fmt.Errorf("no %s container %s", service, host)
+}
