@@ -38,31 +38,33 @@ func weights(lb *Balancer) map[string]int64 {
 	return m
 }
 
-func TestRegisterAddsThenUpdates(t *testing.T) {
+func TestRegisterAddsThenIsAHeartbeat(t *testing.T) {
 	t.Parallel()
-	be := okBackend(t)
+	be, other := okBackend(t), okBackend(t)
 	lb := newLB(t, testConfig())
 
 	w := admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q,"weight":2}`, be.URL))
 	assert.Equal(t, http.StatusCreated, w.Code)
 	assert.Equal(t, Registration{URL: be.URL, Weight: 2}, decodeJSON[Registration](t, w))
 	assert.Equal(t, []Stats{{URL: be.URL, State: "up", Weight: 2}}, lb.Stats().Backends)
+	assert.Equal(t, http.StatusOK, serve(lb, http.MethodGet, "/", "").Code, "registered backends receive traffic")
 
+	// Registering again (with or without the slash) is a heartbeat: 200, and the weight set
+	// by the operator stays.
+	require.NoError(t, lb.SetWeight(be.URL, 7))
 	w = admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q,"weight":5}`, be.URL+"/"))
-	assert.Equal(t, http.StatusOK, w.Code, "known backend: updated")
-	assert.Equal(t, map[string]int64{be.URL: 5}, weights(lb))
-
-	// The registrar may leave the weight out; JSON cannot tell that from an explicit 0,
-	// and both mean the default, 1.
-	w = admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q}`, be.URL))
 	assert.Equal(t, http.StatusOK, w.Code)
-	assert.Equal(t, Registration{URL: be.URL, Weight: 1}, decodeJSON[Registration](t, w))
-	w = admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q,"weight":0}`, be.URL))
-	assert.Equal(t, http.StatusOK, w.Code)
-	assert.Equal(t, map[string]int64{be.URL: 1}, weights(lb))
+	assert.Equal(t, map[string]int64{be.URL: 7}, weights(lb))
 
-	// Registered backends receive traffic.
-	assert.Equal(t, http.StatusOK, serve(lb, http.MethodGet, "/", "").Code)
+	// The registrar may leave the weight out; JSON cannot tell that from an explicit 0, and
+	// both mean the default, 1.
+	w = admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q,"weight":0}`, other.URL))
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, Registration{URL: other.URL, Weight: 1}, decodeJSON[Registration](t, w))
+	require.True(t, lb.Remove(other.URL))
+	w = admin(lb, http.MethodPost, "/register", fmt.Sprintf(`{"url":%q}`, other.URL))
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, map[string]int64{be.URL: 7, other.URL: 1}, weights(lb))
 }
 
 func TestRegisterRejectsBadBodies(t *testing.T) {

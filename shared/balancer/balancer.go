@@ -25,12 +25,14 @@ type Config struct {
 	Strategy string   `env:"LB_STRATEGY" envDefault:"round-robin"`
 	Backends []string `env:"LB_BACKENDS" envSeparator:","` // static backends, besides those that register
 	// Active health checks: GET HealthPath every HealthInterval (0 turns them off); a check
-	// fails if it takes longer than HealthTimeout or answers other than 200.
+	// fails if it takes longer than HealthTimeout or answers other than 200. A server whose
+	// CPU is saturated answers slowly but is not dead: a timeout much shorter than a second
+	// would take a busy server out, pile its load on the others and take them out too.
 	HealthPath     string        `env:"LB_HEALTH_PATH" envDefault:"/healthz"`
 	HealthInterval time.Duration `env:"LB_HEALTH_INTERVAL" envDefault:"500ms"`
-	HealthTimeout  time.Duration `env:"LB_HEALTH_TIMEOUT" envDefault:"400ms"`
+	HealthTimeout  time.Duration `env:"LB_HEALTH_TIMEOUT" envDefault:"1s"`
 	Rise           int           `env:"LB_RISE" envDefault:"2"` // passing checks in a row to come back
-	Fall           int           `env:"LB_FALL" envDefault:"2"` // failing checks in a row to go down
+	Fall           int           `env:"LB_FALL" envDefault:"3"` // failing checks in a row to go down
 	// Passive ejection: PassiveErrors proxy errors in a row within PassiveWindow take a
 	// backend out until active checks bring it back (0 turns it off).
 	PassiveErrors int           `env:"LB_PASSIVE_ERRORS" envDefault:"3"`

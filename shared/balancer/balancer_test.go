@@ -215,10 +215,22 @@ func TestAddValidatesAndNormalizes(t *testing.T) {
 	added, err := lb.Add("http://backend:8080/", 1)
 	require.NoError(t, err)
 	assert.True(t, added)
+	lb.backends[0].observe(Check{At: time.Now(), Error: "HTTP 500"}, 1, 1) // down
 	added, err = lb.Add("http://backend:8080", 100)
 	require.NoError(t, err)
-	assert.False(t, added, "the same backend, with or without the slash, is updated, not added twice")
-	assert.Equal(t, []Stats{{URL: "http://backend:8080", State: "up", Weight: 100}}, lb.Stats().Backends)
+	assert.False(t, added, "the same backend, with or without the slash, is not added twice")
+	s, _ := statsOf(lb, "http://backend:8080")
+	assert.Equal(t, "down", s.State, "adding again is a heartbeat: the state is kept")
+	assert.Equal(t, int64(1), s.Weight, "and so is the weight")
+
+	require.NoError(t, lb.SetWeight("http://backend:8080", 100))
+	s, _ = statsOf(lb, "http://backend:8080")
+	assert.Equal(t, int64(100), s.Weight)
+	assert.ErrorIs(t, lb.SetWeight("http://other:8080", 2), errUnknown)
+	assert.ErrorContains(t, lb.SetWeight("http://backend:8080", 0), "weight must be from 1 to 100")
+	assert.ErrorContains(t, lb.SetWeight("http://backend:8080", 101), "weight must be from 1 to 100")
+	s, _ = statsOf(lb, "http://backend:8080")
+	assert.Equal(t, int64(100), s.Weight)
 
 	assert.False(t, lb.Remove("http://other:8080"))
 	assert.True(t, lb.Remove("http://backend:8080"))
@@ -595,6 +607,7 @@ func TestActiveChecksTakeABackendDownAfterFallAndBackAfterRise(t *testing.T) {
 	be := newBackend(t, mux.ServeHTTP)
 	cfg := testConfig(be.URL)
 	cfg.HealthInterval, cfg.Rise, cfg.Fall = 20*time.Millisecond, 2, 3
+	cfg.HealthTimeout = 5 * time.Second // the script decides every outcome: a check slowed down by a busy machine must not add a failure
 	lb := newLB(t, cfg)
 	runChecks(t, lb)
 
@@ -667,6 +680,7 @@ func TestConcurrentTrafficAndReconfiguration(t *testing.T) {
 	extra := []*httptest.Server{okBackend(t), okBackend(t), okBackend(t)}
 	cfg := testConfig(stable[0].URL, stable[1].URL, stable[2].URL)
 	cfg.HealthInterval, cfg.PassiveErrors, cfg.Retries = 20*time.Millisecond, 3, 1
+	cfg.HealthTimeout = 5 * time.Second // -race and 50 clients make the machine slow; no check may time out
 	lb := newLB(t, cfg)
 	runChecks(t, lb)
 	lbURL := serveLB(t, lb)
@@ -686,6 +700,7 @@ func TestConcurrentTrafficAndReconfiguration(t *testing.T) {
 			if i%2 == 0 {
 				_, err := lb.Add(e.URL, int64(1+i%5))
 				assert.NoError(t, err)
+				assert.NoError(t, lb.SetWeight(stable[i%3].URL, int64(1+i%9)))
 			} else {
 				lb.Remove(e.URL)
 			}

@@ -118,8 +118,7 @@ func TestWeightedSkipsDownBackendsAndFollowsWeightChanges(t *testing.T) {
 	cfg.Strategy = string(Weighted)
 	lb := newLB(t, cfg)
 	lb.backends[2].observe(Check{}, 1, 1) // c down
-	_, err := lb.Add(a.URL, 2)
-	require.NoError(t, err)
+	require.NoError(t, lb.SetWeight(a.URL, 2))
 	assert.Equal(t, map[string]int{hostOf(a): 200, hostOf(b): 100}, count(picks(t, lb, 300)))
 }
 
@@ -189,13 +188,15 @@ func TestLeastConnPrefersTheLessBusyBackend(t *testing.T) {
 
 	// One after the other, and then as many at once as the slow one holds: all to the fast one.
 	for range 10 {
-		_, backend, _ := get(t, lbURL+"/")
+		status, backend, body := get(t, lbURL+"/")
+		assert.Equal(t, http.StatusOK, status, body)
 		assert.Equal(t, hostOf(fast), backend)
 	}
 	var burst sync.WaitGroup
 	for range held {
 		burst.Go(func() {
-			_, backend, _ := get(t, lbURL+"/")
+			status, backend, body := get(t, lbURL+"/")
+			assert.Equal(t, http.StatusOK, status, body)
 			assert.Equal(t, hostOf(fast), backend)
 		})
 	}

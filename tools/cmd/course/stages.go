@@ -62,6 +62,9 @@ var stages = map[int]stage{
 			steps, table := stage04.Steps(stage04.Defaults, d)
 			return steps, table
 		},
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage04.Bench(ctx, stage04.BenchDefaults, stage04.Defaults, d, st.Target, "http://nginx:8080")
+		},
 	},
 }
 

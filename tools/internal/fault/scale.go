@@ -47,14 +47,23 @@ func (d *Docker) Replicas(ctx context.Context, service string) ([]string, error)
 // KillReplica sends SIGKILL to one running container of the service, chosen by its
 // hostname, as `docker kill` would.
 func (d *Docker) KillReplica(ctx context.Context, service, host string) error {
+	return d.replica(ctx, "kill", service, host, func(id string) error { return d.api.ContainerKill(ctx, id, "KILL") })
+}
+
+// StopReplica stops one container of the service gracefully, as `docker stop` would.
+func (d *Docker) StopReplica(ctx context.Context, service, host string) error {
+	return d.replica(ctx, "stop", service, host, func(id string) error { return d.api.ContainerStop(ctx, id, container.StopOptions{}) })
+}
+
+func (d *Docker) replica(ctx context.Context, verb, service, host string, op func(id string) error) error {
 	ids, err := d.Containers(ctx, service)
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
 		if strings.HasPrefix(id, host) {
-			d.marker.Mark("kill " + service + " " + host)
-			return d.api.ContainerKill(ctx, id, "KILL")
+			d.marker.Mark(verb + " " + service + " " + host)
+			return op(id)
 		}
 	}
 	return fmt.Errorf("no %s container %s", service, host)
@@ -177,16 +186,8 @@ func (d *Docker) Exec(ctx context.Context, service string, cmd ...string) error 
 
 // SetCPUs changes one replica's CPU limit at run time, as `docker update --cpus`.
 func (d *Docker) SetCPUs(ctx context.Context, service, host string, cpus float64) error {
-	ids, err := d.Containers(ctx, service)
-	if err != nil {
+	return d.replica(ctx, fmt.Sprintf("limit to %.2f CPU:", cpus), service, host, func(id string) error {
+		_, err := d.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{NanoCPUs: int64(cpus * 1e9)}})
 		return err
-	}
-	for _, id := range ids {
-		if strings.HasPrefix(id, host) {
-			d.marker.Mark(fmt.Sprintf("%s %s limited to %.2f CPU", service, host, cpus))
-			_, err := d.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{NanoCPUs: int64(cpus * 1e9)}})
-			return err
-		}
-	}
-	return fmt.Errorf("no %s container %s", service, host)
+	})
 }
