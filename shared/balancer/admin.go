@@ -80,14 +80,12 @@ func (lb *Balancer) Admin() http.Handler {
 				return
 			}
 		}
-		for u, wt := range cfg.Weights {
-			if err := lb.SetWeight(u, wt); errors.Is(err, errUnknown) {
-				writeError(w, http.StatusNotFound, "no backend "+u)
-				return
-			} else if err != nil {
-				writeError(w, http.StatusBadRequest, err.Error())
-				return
-			}
+		if err := lb.SetWeights(cfg.Weights); errors.Is(err, errUnknown) {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		} else if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
 		}
 		if st != "" {
 			lb.SetStrategy(st)
@@ -99,7 +97,9 @@ func (lb *Balancer) Admin() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statsPage.Execute(w, lb.Stats())
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeError(w, http.StatusNotFound, "not found") })
 	return mux
 }

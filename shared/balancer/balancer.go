@@ -107,7 +107,13 @@ func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:    lb.transport,
+		Transport: lb.transport,
+		// Set on the backend's final response: headers set on w before proxying would be
+		// cleared when a 1xx (such as 103 Early Hints) is relayed first.
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Set("X-Backend", u.Host)
+			return nil
+		},
 		ErrorHandler: func(_ http.ResponseWriter, r *http.Request, err error) { *r.Context().Value(errSlot{}).(*error) = err },
 	}
 	lb.backends = append(lb.backends, b)
@@ -115,20 +121,32 @@ func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 	return true, nil
 }
 
-// SetWeight changes a known backend's weight.
-func (lb *Balancer) SetWeight(raw string, weight int64) error {
-	if weight < 1 || weight > 100 {
-		return fmt.Errorf("weight must be from 1 to 100, got %d", weight)
-	}
+// SetWeights changes known backends' weights, all or none: one unknown backend or bad
+// weight leaves every weight as it was.
+func (lb *Balancer) SetWeights(weights map[string]int64) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	byURL := map[string]*Backend{}
 	for _, b := range lb.backends {
-		if b.URL.String() == raw {
-			b.weight.Store(weight)
-			return nil
+		byURL[b.URL.String()] = b
+	}
+	for u, w := range weights {
+		if byURL[u] == nil {
+			return fmt.Errorf("%w: %s", errUnknown, u)
+		}
+		if w < 1 || w > 100 {
+			return fmt.Errorf("weight must be from 1 to 100, got %d for %s", w, u)
 		}
 	}
-	return errUnknown
+	for u, w := range weights {
+		byURL[u].weight.Store(w)
+	}
+	return nil
+}
+
+// SetWeight changes one known backend's weight.
+func (lb *Balancer) SetWeight(raw string, weight int64) error {
+	return lb.SetWeights(map[string]int64{raw: weight})
 }
 
 var errUnknown = errors.New("no such backend")
@@ -215,15 +233,12 @@ func (lb *Balancer) forward(b *Backend, w http.ResponseWriter, r *http.Request) 
 	b.total.Add(1)
 	defer b.inFlight.Add(-1)
 	rec := &statusRecorder{ResponseWriter: w}
-	w.Header().Set("X-Backend", b.URL.Host)
 	b.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), errSlot{}, &failed)))
 	if (failed != nil && r.Context().Err() == nil) || rec.status >= 500 {
 		b.errors.Add(1)
 	}
 	if failed == nil {
 		b.proxySucceeded()
-	} else {
-		w.Header().Del("X-Backend")
 	}
 	return failed
 }
@@ -233,7 +248,7 @@ type statusRecorder struct {
 	status int
 }
 
-func (s *statusRecorder) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code; s.ResponseWriter.WriteHeader(code) }
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func isTimeout(err error) bool {

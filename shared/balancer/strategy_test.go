@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -153,9 +154,17 @@ func TestLeastConnPrefersTheLessBusyBackend(t *testing.T) {
 	const held = 5
 	arrived := make(chan struct{}, held)
 	release := make(chan struct{})
-	slow := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {
-		arrived <- struct{}{}
-		<-release
+	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
 		_, _ = io.WriteString(w, "slow")
 	})
 	releaseAll := sync.OnceFunc(func() { close(release) })
@@ -187,15 +196,31 @@ func TestLeastConnPrefersTheLessBusyBackend(t *testing.T) {
 	require.NoError(t, err)
 
 	// One after the other, and then as many at once as the slow one holds: all to the fast one.
+	// A request wrongly sent to the slow backend would hang there: give up after a second.
+	quick := func() (int, string, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, lbURL+"/", nil)
+		if err != nil {
+			return 0, "", err.Error()
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Backend"), string(body)
+	}
 	for range 10 {
-		status, backend, body := get(t, lbURL+"/")
-		assert.Equal(t, http.StatusOK, status, body)
-		assert.Equal(t, hostOf(fast), backend)
+		status, backend, body := quick()
+		require.Equal(t, http.StatusOK, status, body)
+		require.Equal(t, hostOf(fast), backend)
 	}
 	var burst sync.WaitGroup
 	for range held {
 		burst.Go(func() {
-			status, backend, body := get(t, lbURL+"/")
+			status, backend, body := quick()
 			assert.Equal(t, http.StatusOK, status, body)
 			assert.Equal(t, hostOf(fast), backend)
 		})
