@@ -286,9 +286,8 @@ func TestForwardsRequestAndResponseIntact(t *testing.T) {
 	assert.Equal(t, Stats{URL: be.URL, State: "up", Weight: 1, Total: 1}, s)
 }
 
-// Bug: the X-Backend header is set on the client's response before proxying, and
-// ReverseProxy clears the response headers after relaying each 1xx response, so a backend
-// that sends 103 Early Hints loses the header.
+// ReverseProxy clears the response headers after relaying each 1xx response: X-Backend
+// must still be on the final response of a backend that sends 103 Early Hints first.
 func TestXBackendSurvivesAnInformationalResponse(t *testing.T) {
 	t.Parallel()
 	be := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {

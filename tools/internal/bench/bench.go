@@ -44,11 +44,23 @@ func (m *Measurement) P(q float64) float64 { return report.MS(m.Latency.ValueAtQ
 // (it opens the connections and lets the server's runtime settle), adds the numbers to m
 // and returns this round's requests per second.
 func Round(ctx context.Context, m *Measurement, op load.Op, workers int, warmup, d time.Duration) (float64, error) {
-	if _, err := load.Run(ctx, load.Options{Workers: workers, Duration: warmup}, op); err != nil {
+	return measure(ctx, m, op, load.Options{Workers: workers, Duration: warmup}, load.Options{Workers: workers, Duration: d})
+}
+
+// RoundOf is Round for slow requests: it measures exactly n requests (at most d), so no
+// request is cut off when the clock runs out; with requests of half a second, the cut-off
+// ones would be a large part of a short window and bias req/s down.
+func RoundOf(ctx context.Context, m *Measurement, op load.Op, workers, warmupN, n int, d time.Duration) (float64, error) {
+	return measure(ctx, m, op, load.Options{Workers: workers, Requests: warmupN, Duration: d},
+		load.Options{Workers: workers, Requests: n, Duration: d})
+}
+
+func measure(ctx context.Context, m *Measurement, op load.Op, warmup, o load.Options) (float64, error) {
+	if _, err := load.Run(ctx, warmup, op); err != nil {
 		return 0, err
 	}
 	cpu0 := cpuTime()
-	res, err := load.Run(ctx, load.Options{Workers: workers, Duration: d}, op)
+	res, err := load.Run(ctx, o, op)
 	if err != nil {
 		return 0, err
 	}

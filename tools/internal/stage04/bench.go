@@ -21,10 +21,11 @@ type BenchParams struct {
 	Workers, PrimeClients int
 	Rounds                int
 	Warmup, Round         time.Duration
+	PrimeRequests         int // per is-prime round; counted, not timed (see bench.RoundOf)
 }
 
 // BenchDefaults take about two minutes.
-var BenchDefaults = BenchParams{Workers: 32, PrimeClients: 8, Rounds: 3, Warmup: time.Second, Round: 4 * time.Second}
+var BenchDefaults = BenchParams{Workers: 32, PrimeClients: 8, Rounds: 3, Warmup: time.Second, Round: 4 * time.Second, PrimeRequests: 48}
 
 // Bench compares, in one run: our balancer and nginx in front of the same two servers
 // (GET /ping: the proxies' own cost), and one server against two on is-prime (GET
@@ -52,14 +53,14 @@ func Bench(ctx context.Context, bp BenchParams, p Params, c BenchCluster, lbURL,
 	prime := load.Get(client, fmt.Sprintf("%s/is-prime/%d", lbURL, p.N))
 	two, one := bench.NewMeasurement("2 servers, is-prime"), bench.NewMeasurement("1 server, is-prime")
 	for range bp.Rounds {
-		if _, err := bench.Round(ctx, two, prime, bp.PrimeClients, bp.Warmup, bp.Round); err != nil {
+		if _, err := bench.RoundOf(ctx, two, prime, bp.PrimeClients, bp.PrimeClients, bp.PrimeRequests, time.Minute); err != nil {
 			return report.Table{}, nil, err
 		}
 		// A graceful stop: the server deregisters, so the balancer sends everything to the other.
 		if err := c.StopReplica(ctx, p.Service, hosts[1]); err != nil {
 			return report.Table{}, nil, err
 		}
-		if _, err := bench.Round(ctx, one, prime, bp.PrimeClients, bp.Warmup, bp.Round); err != nil {
+		if _, err := bench.RoundOf(ctx, one, prime, bp.PrimeClients, bp.PrimeClients, bp.PrimeRequests, time.Minute); err != nil {
 			return report.Table{}, nil, err
 		}
 		if err := c.Start(ctx, p.Service); err != nil {
@@ -79,7 +80,7 @@ func Bench(ctx context.Context, bp BenchParams, p Params, c BenchCluster, lbURL,
 		verdict = "misses"
 	}
 	t := report.Table{
-		Title:   fmt.Sprintf("%d keep-alive connections on /ping, %d clients on is-prime/%d; %d alternating rounds of %s; servers limited to %.1f CPU each", bp.Workers, bp.PrimeClients, p.N, bp.Rounds, bp.Round, p.ServerCPUs),
+		Title:   fmt.Sprintf("%d keep-alive connections on /ping, %d clients on is-prime/%d; %d alternating rounds (%s each on /ping, %d requests each on is-prime); servers limited to %.1f CPU each", bp.Workers, bp.PrimeClients, p.N, bp.Rounds, bp.Round, bp.PrimeRequests, p.ServerCPUs),
 		Columns: bench.Columns,
 		Rows:    [][]string{bench.Row(ours), bench.Row(theirs), bench.Row(one), bench.Row(two)},
 		Notes: []string{
