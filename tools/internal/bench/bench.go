@@ -114,3 +114,23 @@ func Row(m *Measurement) []string {
 
 // Columns matches Row.
 var Columns = []string{"target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "failed", "generator cores"}
+
+// Params size a bench's rounds: each round warms up, then measures for Round.
+type Params struct {
+	Workers int // keep-alive connections
+	Rounds  int // alternating rounds per target
+	Warmup  time.Duration
+	Round   time.Duration
+}
+
+// Charts draws measurements side by side: throughput, then p50 and p99 latency.
+func Charts(labels []string, ms []*Measurement) []report.Bars {
+	var rps, p50, p99 []float64
+	for _, m := range ms {
+		rps, p50, p99 = append(rps, m.ReqPerSec()), append(p50, m.P(50)), append(p99, m.P(99))
+	}
+	return []report.Bars{
+		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: rps}}},
+		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{{Name: "p50", Values: p50}, {Name: "p99", Values: p99}}},
+	}
+}

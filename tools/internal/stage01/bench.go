@@ -10,22 +10,14 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
 
-// BenchParams size `make stage 1 bench`.
-type BenchParams struct {
-	Workers int
-	Rounds  int
-	Warmup  time.Duration
-	Round   time.Duration
-}
-
 // BenchDefaults take about 50 s. This machine's throughput drifts by tens of percent from
 // second to second, so short alternating rounds and the median of per-round ratios say
 // more than one long run each.
-var BenchDefaults = BenchParams{Workers: 32, Rounds: 6, Warmup: time.Second, Round: 3 * time.Second}
+var BenchDefaults = bench.Params{Workers: 32, Rounds: 6, Warmup: time.Second, Round: 3 * time.Second}
 
 // Bench measures GET /ping on the echo server and on the plain net/http baseline, in
 // alternating rounds so that any drift of the machine hits both alike.
-func Bench(ctx context.Context, p BenchParams, serverURL, baselineURL string, cpus float64) (report.Table, []report.Bars, error) {
+func Bench(ctx context.Context, p bench.Params, serverURL, baselineURL string, cpus float64) (report.Table, []report.Bars, error) {
 	echo, std := bench.NewMeasurement("echo (server)"), bench.NewMeasurement("net/http (nethttp)")
 	client := load.NewClient(p.Workers, 5*time.Second)
 	ratios := make([]float64, 0, p.Rounds)
@@ -67,13 +59,5 @@ func Bench(ctx context.Context, p BenchParams, serverURL, baselineURL string, cp
 			"generator cores: CPU the load generator itself used; close to the cores left over by the servers' limit, it was the bottleneck, not the server.",
 		},
 	}
-	labels := []string{"echo", "net/http"}
-	bars := []report.Bars{
-		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: []float64{echo.ReqPerSec(), std.ReqPerSec()}}}},
-		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{
-			{Name: "p50", Values: []float64{echo.P(50), std.P(50)}},
-			{Name: "p99", Values: []float64{echo.P(99), std.P(99)}},
-		}},
-	}
-	return t, bars, nil
+	return t, bench.Charts([]string{"echo", "net/http"}, []*bench.Measurement{echo, std}), nil
 }

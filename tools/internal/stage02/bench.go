@@ -11,21 +11,13 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
 
-// BenchParams size `make stage 2 bench`.
-type BenchParams struct {
-	Workers int
-	Rounds  int
-	Warmup  time.Duration
-	Round   time.Duration
-}
-
 // BenchDefaults take about 40 s.
-var BenchDefaults = BenchParams{Workers: 32, Rounds: 4, Warmup: time.Second, Round: 4 * time.Second}
+var BenchDefaults = bench.Params{Workers: 32, Rounds: 4, Warmup: time.Second, Round: 4 * time.Second}
 
 // Bench measures GET /users/:id with ids drawn uniformly from all users and from the hot
 // set, in alternating rounds, and the pool's statistics over each: the baseline that the
 // cache stage is compared with.
-func Bench(ctx context.Context, p BenchParams, target string) (report.Table, []report.Bars, error) {
+func Bench(ctx context.Context, p bench.Params, target string) (report.Table, []report.Bars, error) {
 	client := load.NewClient(p.Workers, 5*time.Second)
 	type mode struct {
 		m     *bench.Measurement
@@ -64,8 +56,8 @@ func Bench(ctx context.Context, p BenchParams, target string) (report.Table, []r
 		Title:   fmt.Sprintf("GET /users/:id, %d keep-alive connections, %d alternating rounds of %s per mode, no cache", p.Workers, p.Rounds, p.Round),
 		Columns: append(append([]string{}, bench.Columns...), "pool waits", "mean acquire ms"),
 	}
-	labels := []string{}
-	var rps, p50, p99 []float64
+	var labels []string
+	var ms []*bench.Measurement
 	for _, md := range modes {
 		acq := md.stats["db_pool_acquires_total"]
 		wait := 0.0
@@ -74,17 +66,12 @@ func Bench(ctx context.Context, p BenchParams, target string) (report.Table, []r
 		}
 		t.Rows = append(t.Rows, append(bench.Row(md.m),
 			fmt.Sprintf("%.1f%%", 100*md.stats["db_pool_empty_acquires_total"]/max(acq, 1)), fmt.Sprintf("%.3f", wait)))
-		labels = append(labels, md.m.Name)
-		rps, p50, p99 = append(rps, md.m.ReqPerSec()), append(p50, md.m.P(50)), append(p99, md.m.P(99))
+		labels, ms = append(labels, md.m.Name), append(ms, md.m)
 	}
 	t.Notes = []string{
 		fmt.Sprintf("pool: at most %.0f connections per server (DB_MAX_CONNS); pool waits = acquires that found no idle connection and had to wait or dial; mean acquire = time a request waited for a connection.", modes[0].stats["db_pool_max_conns"]),
 		"10,000 users fit in Postgres' shared buffers, so hot and uniform reads cost about the same here: what stage 05's cache saves is the round trip and the query, not disk reads.",
 		"generator cores: CPU the load generator itself used; the server and Postgres share the machine's other cores.",
 	}
-	bars := []report.Bars{
-		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: rps}}},
-		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{{Name: "p50", Values: p50}, {Name: "p99", Values: p99}}},
-	}
-	return t, bars, nil
+	return t, bench.Charts(labels, ms), nil
 }

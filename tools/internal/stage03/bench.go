@@ -11,23 +11,15 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
 
-// BenchParams size `make stage 3 bench`.
-type BenchParams struct {
-	Workers int
-	Rounds  int
-	Warmup  time.Duration
-	Round   time.Duration
-}
-
 // BenchDefaults take about a minute.
-var BenchDefaults = BenchParams{Workers: 32, Rounds: 3, Warmup: time.Second, Round: 3 * time.Second}
+var BenchDefaults = bench.Params{Workers: 32, Rounds: 3, Warmup: time.Second, Round: 3 * time.Second}
 
 // Bench sends the same load (GET /users/:id over a hot set) straight to one replica and
 // through nginx, first with three replicas behind nginx, then with one. Rounds alternate
 // within each phase. nginx with one replica against that same replica direct is the
 // proxy's own cost; nginx with three against nginx with one is what replicas add on
 // this machine's cores.
-func Bench(ctx context.Context, p BenchParams, c Cluster, proxyURL string) (report.Table, []report.Bars, error) {
+func Bench(ctx context.Context, p bench.Params, c Cluster, proxyURL string) (report.Table, []report.Bars, error) {
 	client := load.NewClient(p.Workers, 5*time.Second)
 	users := func(base string) load.Op {
 		return func(ctx context.Context) (string, error) {
@@ -97,15 +89,6 @@ func Bench(ctx context.Context, p BenchParams, c Cluster, proxyURL string) (repo
 			"generator cores: CPU the load generator itself used.",
 		},
 	}
-	labels := []string{"direct (3 up)", "nginx x3", "direct (1 up)", "nginx x1"}
-	ms := []*bench.Measurement{direct3, nginx3, direct1, nginx1}
-	var rps, p50, p99 []float64
-	for _, m := range ms {
-		rps, p50, p99 = append(rps, m.ReqPerSec()), append(p50, m.P(50)), append(p99, m.P(99))
-	}
-	bars := []report.Bars{
-		{Title: "throughput", Unit: "req/s", Labels: labels, Groups: []report.BarGroup{{Name: "req/s", Values: rps}}},
-		{Title: "latency", Unit: "ms", Labels: labels, Groups: []report.BarGroup{{Name: "p50", Values: p50}, {Name: "p99", Values: p99}}},
-	}
-	return t, bars, nil
+	return t, bench.Charts([]string{"direct (3 up)", "nginx x3", "direct (1 up)", "nginx x1"},
+		[]*bench.Measurement{direct3, nginx3, direct1, nginx1}), nil
 }

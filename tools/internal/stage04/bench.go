@@ -16,16 +16,16 @@ type BenchCluster interface {
 	StopReplica(ctx context.Context, service, host string) error
 }
 
-// BenchParams size `make stage 4 bench`.
+// BenchParams size `make stage 4 bench`: the /ping rounds, then the is-prime ones.
 type BenchParams struct {
-	Workers, PrimeClients int
-	Rounds                int
-	Warmup, Round         time.Duration
-	PrimeRequests         int // per is-prime round; counted, not timed (see bench.RoundOf)
+	bench.Params
+	PrimeClients  int
+	PrimeRequests int // per is-prime round; counted, not timed (see bench.RoundOf)
 }
 
 // BenchDefaults take about two minutes.
-var BenchDefaults = BenchParams{Workers: 32, PrimeClients: 8, Rounds: 3, Warmup: time.Second, Round: 4 * time.Second, PrimeRequests: 48}
+var BenchDefaults = BenchParams{Params: bench.Params{Workers: 32, Rounds: 3, Warmup: time.Second, Round: 4 * time.Second},
+	PrimeClients: 8, PrimeRequests: 48}
 
 // Bench compares, in one run: our balancer and nginx in front of the same two servers
 // (GET /ping: the proxies' own cost), and one server against two on is-prime (GET
