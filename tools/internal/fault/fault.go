@@ -25,6 +25,21 @@ type Injector interface {
 	WaitHealthy(ctx context.Context, service string) error
 }
 
+// Cluster is an Injector that also acts on single replicas and on a service's scale, for
+// stages with several copies of a service. Docker implements it.
+type Cluster interface {
+	Injector
+	// Replicas names the running containers by hostname (what X-Served-By shows).
+	Replicas(ctx context.Context, service string) ([]string, error)
+	KillReplica(ctx context.Context, service, host string) error
+	StopReplica(ctx context.Context, service, host string) error
+	SetCPUs(ctx context.Context, service, host string, cpus float64) error
+	Scale(ctx context.Context, service string, n int) error
+	Exec(ctx context.Context, service string, cmd ...string) error
+}
+
+var _ Cluster = (*Docker)(nil)
+
 // Marker receives a label for every fault as it starts and ends.
 type Marker interface{ Mark(label string) }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sysdesign-course/course/tools/internal/bench"
+	"github.com/sysdesign-course/course/tools/internal/fault"
 	"github.com/sysdesign-course/course/tools/internal/load"
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
@@ -19,7 +20,7 @@ var BenchDefaults = bench.Params{Workers: 32, Rounds: 3, Warmup: time.Second, Ro
 // within each phase. nginx with one replica against that same replica direct is the
 // proxy's own cost; nginx with three against nginx with one is what replicas add on
 // this machine's cores.
-func Bench(ctx context.Context, p bench.Params, c Cluster, proxyURL string) (report.Table, []report.Bars, error) {
+func Bench(ctx context.Context, p bench.Params, c fault.Cluster, proxyURL string) (report.Table, []report.Bars, error) {
 	client := load.NewClient(p.Workers, 5*time.Second)
 	users := func(base string) load.Op {
 		return func(ctx context.Context) (string, error) {

@@ -17,15 +17,6 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/load"
 )
 
-// Cluster is what the steps need beyond stopping and starting services.
-type Cluster interface {
-	fault.Injector
-	Replicas(ctx context.Context, service string) ([]string, error)
-	KillReplica(ctx context.Context, service, host string) error
-	Scale(ctx context.Context, service string, n int) error
-	Exec(ctx context.Context, service string, cmd ...string) error
-}
-
 // Params size the steps.
 type Params struct {
 	Service, Proxy string
@@ -42,7 +33,7 @@ var Defaults = Params{Service: "server", Proxy: "nginx", Workers: 8, Rate: 150, 
 const doc = "docs/03-replicas.md"
 
 // Steps returns stage 03's check; the cluster is the stack's Docker API.
-func Steps(p Params, c Cluster) []check.Step {
+func Steps(p Params, c fault.Cluster) []check.Step {
 	return []check.Step{
 		{
 			Name: "fair-share", Title: "under steady load every replica serves a fair share of the requests",
@@ -139,7 +130,7 @@ func fair(by map[string]int, replicas []string, frac float64) []string {
 	return short
 }
 
-func fairShare(ctx context.Context, e *check.Env, p Params, c Cluster) check.Verdict {
+func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
 	samples := run(ctx, e, p, 3*time.Second, 0)
 	by, failed := tally(samples)
 	if len(failed) > 0 {
@@ -159,7 +150,7 @@ func fairShare(ctx context.Context, e *check.Env, p Params, c Cluster) check.Ver
 	return check.Passed("%d requests over %d replicas: %s", len(samples), len(replicas), shares(by))
 }
 
-func killReplica(ctx context.Context, e *check.Env, p Params, c Cluster) check.Verdict {
+func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
 	replicas, err := c.Replicas(ctx, p.Service)
 	if err != nil {
 		return check.NotProven("listing %s replicas: %v", p.Service, err)
@@ -245,7 +236,7 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c Cluster) check.V
 		WithHint("if its address changed on restart, nginx still points at the old one: nginx resolves names only at start or reload.")
 }
 
-func scaleOut(ctx context.Context, e *check.Env, p Params, c Cluster) check.Verdict {
+func scaleOut(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
 	before, err := c.Replicas(ctx, p.Service)
 	if err != nil {
 		return check.NotProven("listing %s replicas: %v", p.Service, err)

@@ -6,15 +6,10 @@ import (
 	"time"
 
 	"github.com/sysdesign-course/course/tools/internal/bench"
+	"github.com/sysdesign-course/course/tools/internal/fault"
 	"github.com/sysdesign-course/course/tools/internal/load"
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
-
-// BenchCluster is what the bench needs from Docker.
-type BenchCluster interface {
-	Cluster
-	StopReplica(ctx context.Context, service, host string) error
-}
 
 // BenchParams size `make stage 4 bench`: the /ping rounds, then the is-prime ones.
 type BenchParams struct {
@@ -30,7 +25,7 @@ var BenchDefaults = BenchParams{Params: bench.Params{Workers: 32, Rounds: 3, War
 // Bench compares, in one run: our balancer and nginx in front of the same two servers
 // (GET /ping: the proxies' own cost), and one server against two on is-prime (GET
 // /is-prime/N through our balancer: the scaling the CPU limits allow).
-func Bench(ctx context.Context, bp BenchParams, p Params, c BenchCluster, lbURL, nginxURL string) (report.Table, []report.Bars, error) {
+func Bench(ctx context.Context, bp BenchParams, p Params, c fault.Cluster, lbURL, nginxURL string) (report.Table, []report.Bars, error) {
 	client := load.NewClient(bp.Workers, 10*time.Second)
 	ours, theirs := bench.NewMeasurement("our balancer, /ping"), bench.NewMeasurement("nginx, /ping")
 	for r := range bp.Rounds {

@@ -18,14 +18,6 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
 
-// Cluster is what the steps need from Docker.
-type Cluster interface {
-	fault.Injector
-	Replicas(ctx context.Context, service string) ([]string, error)
-	KillReplica(ctx context.Context, service, host string) error
-	SetCPUs(ctx context.Context, service, host string, cpus float64) error
-}
-
 // Params size the steps.
 type Params struct {
 	Service              string
@@ -70,7 +62,7 @@ type state struct {
 
 // Steps returns stage 04's check (phases 1-3 in order, then the strategies) and a
 // function that tabulates the phases once they ran.
-func Steps(p Params, c Cluster) ([]check.Step, func() report.Table) {
+func Steps(p Params, c fault.Cluster) ([]check.Step, func() report.Table) {
 	st := &state{}
 	return []check.Step{
 		{
@@ -210,7 +202,7 @@ func configure(ctx context.Context, e *check.Env, p Params, body any) error {
 	return nil
 }
 
-func phase1(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) check.Verdict {
+func phase1(ctx context.Context, e *check.Env, p Params, c fault.Cluster, st *state) check.Verdict {
 	hosts, err := c.Replicas(ctx, p.Service)
 	if err != nil {
 		return check.NotProven("listing servers: %v", err)
@@ -233,7 +225,7 @@ func phase1(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) c
 	return check.Passed("%s", ph)
 }
 
-func phase2(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) check.Verdict {
+func phase2(ctx context.Context, e *check.Env, p Params, c fault.Cluster, st *state) check.Verdict {
 	if len(st.hosts) != 2 {
 		return check.NotProven("phase 1 did not find two servers")
 	}
@@ -271,7 +263,7 @@ func phase2(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) c
 	return check.Passed("%s; %s marked down %s after the kill", ph, victim, check.MS(detected))
 }
 
-func phase3(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) check.Verdict {
+func phase3(ctx context.Context, e *check.Env, p Params, c fault.Cluster, st *state) check.Verdict {
 	if len(st.hosts) != 2 {
 		return check.NotProven("phase 1 did not find two servers")
 	}
@@ -351,7 +343,7 @@ func weighted(ctx context.Context, e *check.Env, p Params, st *state) check.Verd
 	return check.Passed("weights 3:1 -> the balancer sent %.0f%% / %.0f%% (%s)", got*100, (1-got)*100, ph)
 }
 
-func leastConn(ctx context.Context, e *check.Env, p Params, c Cluster, st *state) check.Verdict {
+func leastConn(ctx context.Context, e *check.Env, p Params, c fault.Cluster, st *state) check.Verdict {
 	if len(st.hosts) != 2 {
 		return check.NotProven("phase 1 did not find two servers")
 	}
