@@ -19,9 +19,11 @@ import (
 type Config struct {
 	Target   string        `env:"TARGET" envDefault:"http://server:8080"`
 	Interval time.Duration `env:"INTERVAL" envDefault:"2s"`
-	// Mix is "weight path" pairs, comma separated: "3 /ping, 1 /long-query?duration=1s".
+	// Mix is "weight [METHOD] path" entries, comma separated: "3 /ping, 1 /long-query?duration=1s".
 	// In a path, {user} becomes a user id drawn uniformly from 1..USERS and {hot} one from
 	// the hot set 1..HOT_USERS, so a mix can model skewed traffic: "8 /users/{hot}, 2 /users/{user}".
+	// A PUT rewrites that user with its seeded username and email (see WriteBody): the load
+	// writes, and invalidates caches, without drifting the data: "1 PUT /users/{hot}".
 	Mix          string        `env:"MIX" envDefault:"3 /ping, 1 /long-query?duration=1s"`
 	Users        int           `env:"USERS" envDefault:"10000"`
 	HotUsers     int           `env:"HOT_USERS" envDefault:"100"`
@@ -29,29 +31,36 @@ type Config struct {
 	SummaryEvery time.Duration `env:"SUMMARY_EVERY" envDefault:"30s"`
 }
 
-// Entry is one path of the mix with its relative weight.
+// Entry is one request of the mix with its relative weight.
 type Entry struct {
 	Weight int
+	Method string
 	Path   string
 }
 
-// ParseMix reads the Mix format; every weight must be a positive integer and every path
-// must start with a slash.
+// ParseMix reads the Mix format; every weight must be a positive integer, the method GET
+// (the default) or PUT, and every path must start with a slash.
 func ParseMix(s string) ([]Entry, error) {
 	var mix []Entry
 	for part := range strings.SplitSeq(s, ",") {
 		fields := strings.Fields(part)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("mix entry %q: want \"WEIGHT /path\"", strings.TrimSpace(part))
+		if len(fields) == 2 {
+			fields = []string{fields[0], http.MethodGet, fields[1]}
+		}
+		if len(fields) != 3 {
+			return nil, fmt.Errorf("mix entry %q: want \"WEIGHT [METHOD] /path\"", strings.TrimSpace(part))
 		}
 		w, err := strconv.Atoi(fields[0])
 		if err != nil || w <= 0 {
 			return nil, fmt.Errorf("mix entry %q: weight must be a positive integer", part)
 		}
-		if !strings.HasPrefix(fields[1], "/") {
+		if fields[1] != http.MethodGet && fields[1] != http.MethodPut {
+			return nil, fmt.Errorf("mix entry %q: method must be GET or PUT", part)
+		}
+		if !strings.HasPrefix(fields[2], "/") {
 			return nil, fmt.Errorf("mix entry %q: path must start with /", part)
 		}
-		mix = append(mix, Entry{Weight: w, Path: fields[1]})
+		mix = append(mix, Entry{Weight: w, Method: fields[1], Path: fields[2]})
 	}
 	if len(mix) == 0 {
 		return nil, fmt.Errorf("mix is empty")
@@ -59,15 +68,15 @@ func ParseMix(s string) ([]Entry, error) {
 	return mix, nil
 }
 
-// Pick returns the path of the entry that r (uniform in [0, total weight)) falls in.
-func Pick(mix []Entry, r int) string {
+// Pick returns the entry that r (uniform in [0, total weight)) falls in.
+func Pick(mix []Entry, r int) Entry {
 	for _, e := range mix {
 		if r < e.Weight {
-			return e.Path
+			return e
 		}
 		r -= e.Weight
 	}
-	return mix[len(mix)-1].Path
+	return mix[len(mix)-1]
 }
 
 func totalWeight(mix []Entry) int {
@@ -78,15 +87,26 @@ func totalWeight(mix []Entry) int {
 	return t
 }
 
-// Expand fills a path's placeholders with r, a source of random ints in [0, n).
-func Expand(path string, users, hot int, r func(n int) int) string {
+// Expand fills a path's placeholders with r, a source of random ints in [0, n), and
+// returns the user id it drew (0 if none).
+func Expand(path string, users, hot int, r func(n int) int) (string, int) {
+	id := 0
 	if strings.Contains(path, "{user}") {
-		path = strings.ReplaceAll(path, "{user}", strconv.Itoa(r(users)+1))
+		id = r(users) + 1
+		path = strings.ReplaceAll(path, "{user}", strconv.Itoa(id))
 	}
 	if strings.Contains(path, "{hot}") {
-		path = strings.ReplaceAll(path, "{hot}", strconv.Itoa(r(hot)+1))
+		id = r(hot) + 1
+		path = strings.ReplaceAll(path, "{hot}", strconv.Itoa(id))
 	}
-	return path
+	return path, id
+}
+
+// WriteBody is what a PUT sends for user id: its username and email as seeded
+// (shared/users/migrations/00002_seed.sql).
+func WriteBody(id int) string {
+	name := fmt.Sprintf("user%05d", id)
+	return fmt.Sprintf(`{"username":%q,"email":%q}`, name, name+"@example.com")
 }
 
 // tally counts outcomes per path template between two summaries.
@@ -123,9 +143,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			path := Pick(mix, rand.IntN(total))
-			url := cfg.Target + Expand(path, cfg.Users, cfg.HotUsers, rand.IntN)
-			go func() { results <- send(ctx, client, url, path) }()
+			e := Pick(mix, rand.IntN(total))
+			path, id := Expand(e.Path, cfg.Users, cfg.HotUsers, rand.IntN)
+			body := ""
+			if e.Method == http.MethodPut {
+				body = WriteBody(id)
+			}
+			label := e.Path
+			if e.Method != http.MethodGet {
+				label = e.Method + " " + e.Path
+			}
+			go func() { results <- send(ctx, client, e.Method, cfg.Target+path, body, label) }()
 		case r := <-results:
 			t := counts[r.path]
 			if t == nil {
@@ -161,13 +189,16 @@ type result struct {
 	err      error
 }
 
-func send(ctx context.Context, client *http.Client, url, path string) result {
+func send(ctx context.Context, client *http.Client, method, url, body, label string) result {
 	start := time.Now()
-	r := result{path: path, url: url}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	r := result{path: label, url: url}
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		r.err = err
 		return r
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -1,9 +1,27 @@
 package pgdb
 
 import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// queries counts every statement this process sends to Postgres: the figure a cache is
+// meant to bring down.
+var queries = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "db_queries_total", Help: "Statements sent to Postgres by this process."})
+
+// queryCounter is the pool's pgx tracer: it counts queries as they start.
+type queryCounter struct{}
+
+func (queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	queries.Inc()
+	return ctx
+}
+
+func (queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // poolCollector exports pgxpool.Stat at every scrape, so /metrics shows how busy the pool
 // is and how often a request had to wait for a connection.
@@ -13,8 +31,11 @@ type poolCollector struct {
 	acquires, emptyAcquires, acquireSeconds, newConns *prometheus.Desc
 }
 
-// RegisterMetrics adds the pool's statistics to reg as db_pool_* series.
+// RegisterMetrics adds db_queries_total and the pool's statistics (db_pool_*) to reg.
 func RegisterMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) error {
+	if err := reg.Register(queries); err != nil {
+		return err
+	}
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc("db_pool_"+name, help, nil, nil) }
 	return reg.Register(&poolCollector{
 		pool:           pool,

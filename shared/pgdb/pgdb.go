@@ -52,7 +52,22 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	// The server also stops a runaway query itself, in case a client gives up first.
 	pc.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(cfg.QueryTimeout.Milliseconds())
 	pc.ConnConfig.RuntimeParams["application_name"] = "course-server"
+	pc.ConnConfig.Tracer = queryCounter{}
 	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// OpenMigrated opens the pool and applies the migrations in fsys (see Migrate): what a
+// server does before it serves.
+func OpenMigrated(ctx context.Context, cfg Config, fsys fs.FS, wait time.Duration, log *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := Migrate(ctx, pool, fsys, wait, log); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return pool, nil
 }
 
 // Migrate applies the migrations in fsys (goose SQL files). A Postgres advisory lock makes

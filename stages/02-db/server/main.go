@@ -30,16 +30,12 @@ func main() {
 		os.Exit(2)
 	}
 	ctx := context.Background()
-	pool, err := pgdb.Open(ctx, cfg.DB)
+	pool, err := pgdb.OpenMigrated(ctx, cfg.DB, users.Migrations(), cfg.MigrateWait, log)
 	if err != nil {
-		log.Error("database pool", "err", err)
-		os.Exit(2)
-	}
-	defer pool.Close()
-	if err := pgdb.Migrate(ctx, pool, users.Migrations(), cfg.MigrateWait, log); err != nil {
-		log.Error("migrations failed", "err", err)
+		log.Error("database", "err", err)
 		os.Exit(1)
 	}
+	defer pool.Close()
 
 	srv := httpserver.New(cfg.HTTP, log)
 	slowquery.Register(srv.Echo)
