@@ -16,6 +16,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/stage02"
 	"github.com/sysdesign-course/course/tools/internal/stage03"
 	"github.com/sysdesign-course/course/tools/internal/stage04"
+	"github.com/sysdesign-course/course/tools/internal/stage05"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -65,6 +66,9 @@ var stages = map[int]stage{
 		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
 			return stage04.Bench(ctx, stage04.BenchDefaults, stage04.Defaults, d, st.Target, "http://nginx:8080")
 		},
+	},
+	5: {
+		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage05.Steps(stage05.Defaults, d), nil },
 	},
 }
 

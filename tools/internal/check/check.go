@@ -105,10 +105,18 @@ func (e *Env) Get(ctx context.Context, series, path string) (*Response, error) {
 
 // Do sends a body-less request to Target+path, recording it on the timeline under series.
 func (e *Env) Do(ctx context.Context, series, method, path string) (*Response, error) {
+	return e.Send(ctx, series, method, path, "")
+}
+
+// Send is Do with a JSON body (none if body is empty).
+func (e *Env) Send(ctx context.Context, series, method, path, body string) (*Response, error) {
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, method, e.Target+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, e.Target+path, strings.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := e.Client.Do(req)
 	if err == nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/load"
 )
 
-// Request names one request a step sends.
-type Request struct{ Method, Path string }
+// Request names one request a step sends, with its JSON body if it has one.
+type Request struct{ Method, Path, Body string }
 
 // ClientErrors sends every request at once and returns, sorted, a line for each that did
 // not get a 4xx with a JSON {"error": "..."} body within 5 s (a 5xx, a hang, plain text).
@@ -27,7 +27,7 @@ func ClientErrors(ctx context.Context, e *Env, reqs []Request) []string {
 	for _, r := range reqs {
 		wg.Go(func() {
 			got := ""
-			resp, err := e.Do(ctx, "bad-input", r.Method, r.Path)
+			resp, err := e.Send(ctx, "bad-input", r.Method, r.Path, r.Body)
 			switch {
 			case err != nil:
 				got = "no answer: " + load.Classify(err)
@@ -38,7 +38,11 @@ func ClientErrors(ctx context.Context, e *Env, reqs []Request) []string {
 			}
 			if got != "" {
 				mu.Lock()
-				wrong = append(wrong, fmt.Sprintf("%s %s -> %s", r.Method, r.Path, got))
+				req := r.Method + " " + r.Path
+				if r.Body != "" {
+					req += " " + Short([]byte(r.Body))
+				}
+				wrong = append(wrong, req+" -> "+got)
 				mu.Unlock()
 			}
 		})
@@ -87,6 +91,13 @@ func Counts(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-// Get and Post build Requests.
+// Get, Post, Put and Delete build Requests.
 func Get(path string) Request  { return Request{Method: http.MethodGet, Path: path} }
 func Post(path string) Request { return Request{Method: http.MethodPost, Path: path} }
+func PostJSON(path, body string) Request {
+	return Request{Method: http.MethodPost, Path: path, Body: body}
+}
+func PutJSON(path, body string) Request {
+	return Request{Method: http.MethodPut, Path: path, Body: body}
+}
+func Delete(path string) Request { return Request{Method: http.MethodDelete, Path: path} }

@@ -1,7 +1,9 @@
 package fault
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/pkg/stdcopy"
 )
 
 const numberLabel = "com.docker.compose.container-number"
@@ -150,38 +153,68 @@ func (d *Docker) clone(ctx context.Context, t container.InspectResponse, service
 	return created.ID, nil
 }
 
-// Exec runs a command in the service's first container and returns its exit code,
-// for example `nginx -s reload` after a scale, as `docker compose exec` would.
+// Exec runs a command in the service's first container, for example `nginx -s reload`
+// after a scale, as `docker compose exec` would; a non-zero exit is an error. It is marked
+// on the timeline: it changes the stack.
 func (d *Docker) Exec(ctx context.Context, service string, cmd ...string) error {
+	d.marker.Mark(service + ": " + strings.Join(cmd, " "))
+	_, err := d.Output(ctx, service, cmd...)
+	return err
+}
+
+// Output runs a command in the service's first container and returns its standard
+// output; a non-zero exit is an error carrying its standard error. Not marked: for
+// commands that only look, such as a query.
+func (d *Docker) Output(ctx context.Context, service string, cmd ...string) (string, error) {
 	ids, err := d.Containers(ctx, service)
 	if err != nil {
-		return err
+		return "", err
 	}
-	d.marker.Mark(service + ": " + strings.Join(cmd, " "))
-	ex, err := d.api.ContainerExecCreate(ctx, ids[0], container.ExecOptions{Cmd: cmd})
+	ex, err := d.api.ContainerExecCreate(ctx, ids[0], container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := d.api.ContainerExecStart(ctx, ex.ID, container.ExecStartOptions{}); err != nil {
-		return err
+	att, err := d.api.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return "", err
 	}
-	for {
-		st, err := d.api.ContainerExecInspect(ctx, ex.ID)
+	defer att.Close()
+	var stdout, stderr bytes.Buffer
+	if _, err := stdcopy.StdCopy(&stdout, &stderr, att.Reader); err != nil {
+		return "", err
+	}
+	st, err := d.api.ContainerExecInspect(ctx, ex.ID)
+	if err != nil {
+		return "", err
+	}
+	if st.ExitCode != 0 {
+		return "", fmt.Errorf("%s in %s exited %d: %s", strings.Join(cmd, " "), service, st.ExitCode, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// CPUTime is the CPU time the service's running containers have used so far, summed:
+// the difference of two readings is what they used in between.
+func (d *Docker) CPUTime(ctx context.Context, service string) (time.Duration, error) {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, id := range ids {
+		r, err := d.api.ContainerStatsOneShot(ctx, id)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		if !st.Running {
-			if st.ExitCode != 0 {
-				return fmt.Errorf("%s in %s exited %d", strings.Join(cmd, " "), service, st.ExitCode)
-			}
-			return nil
+		var st container.StatsResponse
+		err = json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+		if err != nil {
+			return 0, err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+		total += time.Duration(st.CPUStats.CPUUsage.TotalUsage)
 	}
+	return total, nil
 }
 
 // SetCPUs changes one replica's CPU limit at run time, as `docker update --cpus`.

@@ -1,0 +1,150 @@
+package cacheaside
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sysdesign-course/course/shared/redisdb"
+)
+
+// item is the cached value type; V tells which load produced it.
+type item struct {
+	V int `json:"v"`
+}
+
+var errNotFound = errors.New("no such row")
+
+// testConfig keeps every interval short so the whole package runs in well under a second
+// or two; TTL stays long because miniredis only expires keys on FastForward.
+func testConfig() Config {
+	return Config{
+		Enabled:     true,
+		TTL:         time.Minute,
+		Jitter:      0.1,
+		NotFoundTTL: 5 * time.Second,
+		LoadTimeout: 2 * time.Second,
+		BreakAfter:  3,
+		BreakFor:    50 * time.Millisecond,
+		RetryEvery:  20 * time.Millisecond,
+	}
+}
+
+type env struct {
+	mr  *miniredis.Miniredis
+	rdb *redis.Client
+	reg *prometheus.Registry
+	a   *Aside[item]
+}
+
+// newEnv starts miniredis, a client configured like production's (redisdb.Open: no
+// retries, short timeouts) and a cache named "things" on a fresh registry.
+func newEnv(t *testing.T, tweak func(*Config)) *env {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb, err := redisdb.Open(redisdb.Config{
+		Addr: mr.Addr(), DialTimeout: 200 * time.Millisecond,
+		// Generous for miniredis's Lua under -race; the production defaults are 100ms.
+		ReadTimeout: time.Second, WriteTimeout: time.Second,
+		PoolSize: 4, PoolTimeout: time.Second,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := testConfig()
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	a, err := New[item]("things", rdb, errNotFound, cfg, reg, quietLog())
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	return &env{mr: mr, rdb: rdb, reg: reg, a: a}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// metric reads one series from the registry as exported (name, "cache" label and the
+// given labels); a series never touched reads 0.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			if _, ok := want["cache"]; !ok && got["cache"] != "things" {
+				continue
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue series
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func (e *env) requests(t *testing.T, result string) float64 {
+	return metric(t, e.reg, "cache_requests_total", "result", result)
+}
+func (e *env) loads(t *testing.T) float64 { return metric(t, e.reg, "cache_loads_total") }
+func (e *env) fills(t *testing.T, result string) float64 {
+	return metric(t, e.reg, "cache_fills_total", "result", result)
+}
+func (e *env) invalidations(t *testing.T, result string) float64 {
+	return metric(t, e.reg, "cache_invalidations_total", "result", result)
+}
+
+// flightWaiters counts goroutines parked in flights.do's select: callers committed to a
+// waiting read. Reading goroutine stacks is the only way to know, without a hook in the
+// code, that every caller has joined before a test lets a read finish.
+func flightWaiters() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[select") && strings.Contains(g, ".(*flights[...]).do(") {
+			count++
+		}
+	}
+	return count
+}
+
+func waitFlightWaiters(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return flightWaiters() == n }, 5*time.Second, time.Millisecond,
+		"want %d callers waiting in flights.do", n)
+}

@@ -1,0 +1,625 @@
+// Package stage05 proves stage 05's concepts on a live stack: users are a REST resource
+// with validation; reads through the cache never return a value older than the last
+// acknowledged write, on any replica; skewed load is served mostly from Redis; losing
+// Redis fails no request; and every acknowledged write is in Postgres.
+package stage05
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sysdesign-course/course/tools/internal/bench"
+	"github.com/sysdesign-course/course/tools/internal/check"
+	"github.com/sysdesign-course/course/tools/internal/load"
+)
+
+// Stack is what the check needs from Docker: the replicas whose metrics it reads, Redis
+// to stop and start, and psql in the postgres container. *fault.Docker is one.
+type Stack interface {
+	Replicas(ctx context.Context, service string) ([]string, error)
+	Stop(ctx context.Context, service string) error
+	Start(ctx context.Context, service string) error
+	WaitHealthy(ctx context.Context, service string) error
+	Output(ctx context.Context, service string, cmd ...string) (string, error)
+}
+
+// Params size the steps.
+type Params struct {
+	Service, Redis, Postgres string
+	MetricsURL               func(host string) string // a replica's own /metrics
+	Users                    int                      // users written concurrently in read-after-write
+	Readers                  int
+	RAWFor                   time.Duration
+	Workers                  int
+	Rate                     float64 // req/s of the skewed load
+	Warmup, Window           time.Duration
+	Outage                   time.Duration
+	MinHitRatio              float64
+}
+
+// Defaults are what `make stage 5 check` uses.
+var Defaults = Params{
+	Service: "server", Redis: "redis", Postgres: "postgres",
+	MetricsURL: func(host string) string { return "http://" + host + ":8080/metrics" },
+	Users:      8, Readers: 12, RAWFor: 5 * time.Second,
+	Workers: 16, Rate: 400, Warmup: time.Second, Window: 3 * time.Second, Outage: 4 * time.Second,
+	MinHitRatio: 0.8,
+}
+
+const (
+	doc      = "docs/05-cache.md"
+	hotUsers = 100
+	allUsers = 10000
+)
+
+// Steps returns stage 05's check. The steps share a ledger of acknowledged writes, which
+// the last one looks for in Postgres.
+func Steps(p Params, s Stack) []check.Step {
+	led := &ledger{run: strconv.FormatInt(time.Now().UnixMilli()%1e9, 36), last: map[int64]state{}}
+	return []check.Step{
+		{
+			Name: "crud", Title: "users are a REST resource: POST creates (201), GET reads, PUT updates, DELETE removes (204), then 404",
+			Doc:  doc + "#the-users-resource",
+			Hint: "the routes are in shared/users/handlers.go (RegisterWrites); the stage-05 server registers them in stages/05-cache/server/main.go.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return crud(ctx, e, led) },
+		},
+		{
+			Name: "bad-input", Title: "bad bodies and ids get a 4xx with a JSON error (duplicates 409, unknown ids 404), never a 5xx",
+			Doc:  doc + "#the-users-resource",
+			Hint: "input is decoded and validated in shared/users/input.go; unique violations become 409 in store.go (taken) and handlers.go (dbError).",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return badInput(ctx, e) },
+		},
+		{
+			Name: "read-after-write", Title: "with concurrent writers and readers on every replica, no read returns a value older than the last acknowledged write, and a deleted user is 404 at once",
+			Doc:  doc + "#invalidation-delete-after-the-write",
+			Hint: "a write must commit in Postgres and then delete the key (and its lease) before it is acknowledged; a fill must not land after a delete: see Invalidate and loadAndFill in shared/cacheaside/aside.go.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return readAfterWrite(ctx, e, p, s, led) },
+		},
+		{
+			Name: "hit-ratio", Title: fmt.Sprintf("under skewed load (most reads on %d hot users) at least %.0f%% of reads are cache hits", hotUsers, 100*p.MinHitRatio),
+			Doc:  doc + "#cache-aside",
+			Hint: "reads must go through the cache (Cached.Get in shared/users/cached.go) and fill it on a miss; check the cache is on (make stage 5 cache on) and Redis is up.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return hitRatio(ctx, e, p, s, led) },
+		},
+		{
+			Name: "redis-outage", Title: "with Redis stopped under load no request fails (reads come from Postgres); once it is back the hit ratio recovers",
+			Doc:  doc + "#when-the-cache-dies",
+			Hint: "a Redis error must fall back to the source, never to a 5xx: see Get and the circuit breaker in shared/cacheaside/aside.go, and the timeouts in shared/redisdb.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return redisOutage(ctx, e, p, s, led) },
+		},
+		{
+			Name: "writes-durable", Title: "every write acknowledged during the check is in Postgres",
+			Doc:  doc + "#invalidation-delete-after-the-write",
+			Hint: "a write is acknowledged only after Postgres committed it; the cache only ever holds copies.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return writesDurable(ctx, p, s, led) },
+		},
+	}
+}
+
+// user is the resource as the API returns it.
+type user struct {
+	ID       int64  `json:"id"`
+	Username string `json:"username"`
+	Email    string `json:"email"`
+}
+
+// state is what Postgres must hold for an id after the acknowledged writes: a username
+// and email, or nothing.
+type state struct {
+	username, email string
+	deleted         bool
+}
+
+// ledger records every acknowledged write; last holds each id's final state.
+type ledger struct {
+	run   string
+	mu    sync.Mutex
+	last  map[int64]state
+	acked int
+}
+
+func (l *ledger) ack(id int64, s state) {
+	l.mu.Lock()
+	l.last[id] = s
+	l.acked++
+	l.mu.Unlock()
+}
+
+func (l *ledger) name(i, version int) string { return fmt.Sprintf("chk%s-u%d-v%d", l.run, i, version) }
+
+func body(username, email string) string {
+	b, _ := json.Marshal(map[string]string{"username": username, "email": email})
+	return string(b)
+}
+
+// seeded is the body that restores seeded user u (shared/users/migrations/00002_seed.sql).
+func seeded(u int) (string, string) {
+	name := fmt.Sprintf("user%05d", u)
+	return name, name + "@example.com"
+}
+
+func decode(r *check.Response) (user, error) {
+	var u user
+	err := json.Unmarshal(r.Body, &u)
+	return u, err
+}
+
+func crud(ctx context.Context, e *check.Env, led *ledger) check.Verdict {
+	expect := func(what string, r *check.Response, err error, status int) string {
+		switch {
+		case err != nil:
+			return fmt.Sprintf("%s: no answer (%s)", what, load.Classify(err))
+		case r.Status != status:
+			return fmt.Sprintf("%s: %d %s", what, r.Status, check.Short(r.Body))
+		}
+		return ""
+	}
+	name, mail := led.name(0, 0), led.name(0, 0)+"@example.com"
+	r, err := e.Send(ctx, "crud", http.MethodPost, "/users", body(name, mail))
+	if bad := expect("POST /users", r, err, http.StatusCreated); bad != "" {
+		return check.Failed("POST /users answers 201 Created with the new user", bad)
+	}
+	u, err := decode(r)
+	if err != nil || u.ID < 1 || u.Username != name || u.Email != mail {
+		return check.Failed("201 with the user as JSON (id, username, email)", "201 "+check.Short(r.Body))
+	}
+	led.ack(u.ID, state{username: name, email: mail})
+	path := "/users/" + strconv.FormatInt(u.ID, 10)
+	if loc := r.Header.Get("Location"); loc != path {
+		return check.Failed("a Location header naming "+path, fmt.Sprintf("Location: %q", loc))
+	}
+	if r, err = e.Get(ctx, "crud", path); expect("GET "+path, r, err, 200) != "" || !strings.Contains(string(r.Body), name) {
+		return check.Failed("GET "+path+" returns the new user", check.Short(r.Body))
+	}
+	name2 := led.name(0, 1)
+	r, err = e.Send(ctx, "crud", http.MethodPut, path, body(name2, mail))
+	if bad := expect("PUT "+path, r, err, 200); bad != "" {
+		return check.Failed("PUT "+path+" answers 200 with the updated user", bad)
+	}
+	led.ack(u.ID, state{username: name2, email: mail})
+	for range 6 { // twice per replica behind nginx's round robin
+		r, err = e.Get(ctx, "crud", path)
+		if expect("GET", r, err, 200) != "" || !strings.Contains(string(r.Body), name2) {
+			return check.Failed("every GET after the PUT returns "+name2, fmt.Sprintf("%s from %s", check.Short(r.Body), r.Header.Get("X-Served-By")))
+		}
+	}
+	if r, err = e.Get(ctx, "crud", path+"/profile"); expect("GET profile", r, err, 200) != "" || !strings.Contains(string(r.Body), `"rank"`) {
+		return check.Failed("GET "+path+"/profile returns the user with messages and rank", check.Short(r.Body))
+	}
+	r, err = e.Do(ctx, "crud", http.MethodDelete, path)
+	if bad := expect("DELETE "+path, r, err, http.StatusNoContent); bad != "" {
+		return check.Failed("DELETE "+path+" answers 204 No Content", bad)
+	}
+	led.ack(u.ID, state{deleted: true})
+	for _, req := range []check.Request{check.Get(path), check.Get(path), check.Get(path), check.Get(path + "/profile"), check.Delete(path), check.PutJSON(path, body(name, mail))} {
+		r, err = e.Send(ctx, "crud", req.Method, req.Path, req.Body)
+		if bad := expect(req.Method+" "+req.Path+" after DELETE", r, err, http.StatusNotFound); bad != "" {
+			return check.Failed("404 for the deleted user, on every replica", bad)
+		}
+	}
+	return check.Passed("user %d created (201, Location), read, updated, read on every replica, deleted (204), then 404 for GET, profile, DELETE and PUT", u.ID)
+}
+
+func badInput(ctx context.Context, e *check.Env) check.Verdict {
+	long := strings.Repeat("a", 65)
+	reqs := []check.Request{
+		check.PostJSON("/users", `not json`),
+		check.PostJSON("/users", `[1, 2]`),
+		check.PostJSON("/users", `{"username": 5, "email": "a@example.com"}`),
+		check.PostJSON("/users", `{"username": "only-a-name"}`),
+		check.PostJSON("/users", `{"email": "only@example.com"}`),
+		check.PostJSON("/users", body(long, "long@example.com")),
+		check.PostJSON("/users", body("longmail", strings.Repeat("m", 250)+"@example.com")),
+		check.PostJSON("/users", body("has space", "space@example.com")),
+		check.PostJSON("/users", body("badmail", "not-an-address")),
+		check.PostJSON("/users", `{"username": "x", "email": "x@example.com", "admin": true}`),
+		check.PostJSON("/users", `{"username": "x", "email": "x@example.com"} {}`),
+		check.PostJSON("/users", `{"username": "`+strings.Repeat("z", 5000)+`", "email": "z@example.com"}`),
+		check.Post("/users"),
+		check.PostJSON("/users", body("user00001", "someone-new@example.com")), // taken username: 409
+		check.PostJSON("/users", body("someone-new", "user00001@example.com")), // taken email: 409
+		check.PutJSON("/users/2", body("user00001", "user00002@example.com")),  // taken by user 1: 409
+		check.PutJSON("/users/abc", body("x", "x@example.com")),
+		check.PutJSON("/users/0", body("x", "x@example.com")),
+		check.PutJSON("/users/9223372036854775807", body("x", "x@example.com")),
+		check.PutJSON("/users/3", `{"username": null, "email": "x@example.com"}`),
+		check.Delete("/users/-1"),
+		check.Delete("/users/9223372036854775807"),
+		check.Get("/users/99999999999999999999"),
+		check.Get("/users/x/profile"),
+		check.Get("/users/9223372036854775807/profile"),
+	}
+	if wrong := check.ClientErrors(ctx, e, reqs); len(wrong) > 0 {
+		return check.Failed("a 4xx with a JSON error body for each of the bad requests",
+			fmt.Sprintf("%d of %d were not: %s", len(wrong), len(reqs), strings.Join(wrong, "; ")))
+	}
+	return check.Passed("%d bad requests (malformed or wrong-typed JSON, missing, oversize or unknown fields, taken username or email, bad or unknown ids) all answered 4xx with a JSON error", len(reqs))
+}
+
+// version reads the v<N> suffix of a username written by read-after-write.
+func version(username string) (int, bool) {
+	i := strings.LastIndex(username, "-v")
+	if i < 0 {
+		return 0, false
+	}
+	v, err := strconv.Atoi(username[i+2:])
+	return v, err == nil
+}
+
+// deleted is the acknowledged "version" of a deleted user: every later read must be 404.
+const deleted = 1 << 30
+
+func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
+	ids := make([]int64, p.Users)
+	acked := make([]int64, p.Users)  // last acknowledged version per user, read before each GET
+	deleting := make([]bool, p.Users) // a DELETE was sent: a 404 may come before its 204 does
+	var ackMu sync.RWMutex
+	for i := range ids {
+		name := led.name(i+1, 0)
+		r, err := e.Send(ctx, "writes", http.MethodPost, "/users", body(name, name+"@example.com"))
+		if err != nil || r.Status != http.StatusCreated {
+			return check.Failed("POST /users creates the test users", fmt.Sprintf("%v %s", err, statusOf(r)))
+		}
+		u, err := decode(r)
+		if err != nil {
+			return check.Failed("201 with the user as JSON", check.Short(r.Body))
+		}
+		ids[i] = u.ID
+		led.ack(u.ID, state{username: name, email: name + "@example.com"})
+	}
+	before := scrapeAll(ctx, e, p, replicas)
+
+	var mu sync.Mutex
+	var stale, errs []string
+	reads, writes := 0, 0
+	served := map[string]int{}
+	note := func(list *[]string, msg string) {
+		mu.Lock()
+		*list = append(*list, msg)
+		mu.Unlock()
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range p.Readers {
+		wg.Go(func() {
+			for rctx.Err() == nil {
+				i := rand.IntN(len(ids))
+				ackMu.RLock()
+				floor := acked[i]
+				ackMu.RUnlock()
+				path := "/users/" + strconv.FormatInt(ids[i], 10)
+				r, err := e.Get(rctx, "reads", path)
+				if rctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					note(&errs, "GET: "+load.Classify(err))
+					continue
+				}
+				host := r.Header.Get("X-Served-By")
+				ackMu.RLock()
+				goingAway := deleting[i]
+				ackMu.RUnlock()
+				mu.Lock()
+				reads++
+				served[host]++
+				mu.Unlock()
+				switch {
+				case floor == deleted && r.Status != http.StatusNotFound:
+					note(&stale, fmt.Sprintf("user %d answered %d from %s after its DELETE was acknowledged", ids[i], r.Status, host))
+				case floor == deleted, r.Status == http.StatusNotFound && goingAway:
+				case r.Status != http.StatusOK:
+					note(&errs, fmt.Sprintf("GET %s: %d %s", path, r.Status, check.Short(r.Body)))
+				default:
+					u, _ := decode(r)
+					if v, ok := version(u.Username); !ok || int64(v) < floor {
+						note(&stale, fmt.Sprintf("user %d read as %q from %s after v%d was acknowledged", ids[i], u.Username, host, floor))
+					}
+				}
+			}
+		})
+	}
+	// One writer per user: each PUT carries the next version; a version counts as
+	// acknowledged once its 200 is in. At the end every user is deleted.
+	for i := range ids {
+		wg.Go(func() {
+			path := "/users/" + strconv.FormatInt(ids[i], 10)
+			deadline := time.Now().Add(p.RAWFor)
+			for v := 1; time.Now().Before(deadline) && rctx.Err() == nil; v++ {
+				name := led.name(i+1, v)
+				r, err := e.Send(rctx, "writes", http.MethodPut, path, body(name, name+"@example.com"))
+				if err != nil || r.Status != http.StatusOK {
+					note(&errs, fmt.Sprintf("PUT %s: %v %s", path, err, statusOf(r)))
+					return
+				}
+				led.ack(ids[i], state{username: name, email: name + "@example.com"})
+				ackMu.Lock()
+				acked[i] = int64(v)
+				ackMu.Unlock()
+				mu.Lock()
+				writes++
+				mu.Unlock()
+				time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond) // let readers hit the cached copy
+			}
+			ackMu.Lock()
+			deleting[i] = true
+			ackMu.Unlock()
+			r, err := e.Do(rctx, "writes", http.MethodDelete, path)
+			if err != nil || r.Status != http.StatusNoContent {
+				note(&errs, fmt.Sprintf("DELETE %s: %v %s", path, err, statusOf(r)))
+				return
+			}
+			led.ack(ids[i], state{deleted: true})
+			ackMu.Lock()
+			acked[i] = deleted
+			ackMu.Unlock()
+		})
+	}
+	time.Sleep(p.RAWFor + 500*time.Millisecond) // writers finish and delete; readers keep reading
+	stop()
+	wg.Wait()
+	after := scrapeAll(ctx, e, p, replicas)
+	hits := bench.Sum(after, "cache_requests_total", `cache="users"`, `result="hit"`) - bench.Sum(before, "cache_requests_total", `cache="users"`, `result="hit"`)
+
+	if len(stale) > 0 {
+		return check.Failed("every read at least as new as the last write acknowledged before it was sent; 404 once deleted",
+			fmt.Sprintf("%d stale reads of %d (during %d writes), e.g. %s", len(stale), reads, writes, strings.Join(first(stale, 3), "; ")))
+	}
+	if len(errs) > 0 {
+		return check.Failed("no failed reads or writes", fmt.Sprintf("%d failed, e.g. %s", len(errs), strings.Join(first(errs, 3), "; ")))
+	}
+	if missing := absent(replicas, served); len(missing) > 0 {
+		return check.Failed("reads served by every replica ("+strings.Join(replicas, ", ")+")",
+			fmt.Sprintf("none from %s (served: %v)", strings.Join(missing, ", "), served))
+	}
+	if writes == 0 || reads == 0 {
+		return check.NotProven("no write or no read completed (%d writes, %d reads)", writes, reads)
+	}
+	return check.Passed("%d reads (%.0f cache hits) on %d replicas during %d acknowledged writes of %d users, then their deletes: none stale", reads, hits, len(served), writes, len(ids))
+}
+
+func statusOf(r *check.Response) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", r.Status, check.Short(r.Body))
+}
+
+func first(xs []string, n int) []string { return xs[:min(n, len(xs))] }
+
+func absent(replicas []string, served map[string]int) []string {
+	var out []string
+	for _, r := range replicas {
+		if served[r] == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// scrapeAll sums the metrics of every replica (a missing replica adds nothing).
+func scrapeAll(ctx context.Context, e *check.Env, p Params, replicas []string) map[string]float64 {
+	sum := map[string]float64{}
+	for _, r := range replicas {
+		m, err := bench.Scrape(ctx, e.Client, p.MetricsURL(r))
+		if err != nil {
+			continue
+		}
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	return sum
+}
+
+// counts are the cache's read outcomes over an interval, summed over replicas and caches.
+type counts struct{ hits, total, fromDB float64 }
+
+func (c counts) ratio() float64 {
+	if c.total == 0 {
+		return 0
+	}
+	return c.hits / c.total
+}
+
+func diff(before, after map[string]float64) counts {
+	d := func(labels ...string) float64 {
+		return bench.Sum(after, "cache_requests_total", labels...) - bench.Sum(before, "cache_requests_total", labels...)
+	}
+	return counts{
+		hits:   d(`result="hit"`) + d(`result="negative_hit"`),
+		total:  d(),
+		fromDB: d(`result="redis_error"`) + d(`result="breaker_open"`),
+	}
+}
+
+// skewed is the check's load: 90 % reads of hot users, 5 % of any user, 5 % writes that
+// rewrite a hot user as seeded. failed collects every request that did not succeed.
+type skewed struct {
+	e      *check.Env
+	led    *ledger
+	mu     sync.Mutex
+	failed map[string]int
+	n      int
+}
+
+func (l *skewed) op(ctx context.Context) (string, error) {
+	var r *check.Response
+	var err error
+	var what string
+	switch x := rand.IntN(100); {
+	case x < 5:
+		u := rand.IntN(hotUsers) + 1
+		name, mail := seeded(u)
+		what = "PUT"
+		r, err = l.e.Send(ctx, "skewed load", http.MethodPut, fmt.Sprintf("/users/%d", u), body(name, mail))
+		if err == nil && r.Status == http.StatusOK {
+			l.led.ack(int64(u), state{username: name, email: mail})
+		}
+	case x < 10:
+		what = "GET any"
+		r, err = l.e.Get(ctx, "skewed load", fmt.Sprintf("/users/%d", rand.IntN(allUsers)+1))
+	default:
+		what = "GET hot"
+		r, err = l.e.Get(ctx, "skewed load", fmt.Sprintf("/users/%d", rand.IntN(hotUsers)+1))
+	}
+	if ctx.Err() != nil {
+		return "", ctx.Err() // the run's end, not the stack's failure
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	switch {
+	case err != nil:
+		l.failed[what+": "+load.Classify(err)]++
+		return "", err
+	case r.Status != http.StatusOK:
+		l.failed[fmt.Sprintf("%s: %d", what, r.Status)]++
+		return "", load.StatusError{Code: r.Status}
+	}
+	return r.Header.Get("X-Served-By"), nil
+}
+
+func (l *skewed) run(ctx context.Context, p Params, d time.Duration) {
+	_, _ = load.Run(ctx, load.Options{Workers: p.Workers, Duration: d, Rate: p.Rate}, l.op)
+}
+
+func hitRatio(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
+	l := &skewed{e: e, led: led, failed: map[string]int{}}
+	l.run(ctx, p, p.Warmup)
+	before := scrapeAll(ctx, e, p, replicas)
+	l.run(ctx, p, p.Window)
+	c := diff(before, scrapeAll(ctx, e, p, replicas))
+	switch {
+	case len(l.failed) > 0:
+		return check.Failed("no failed requests", fmt.Sprintf("%s of %d", check.Counts(l.failed), l.n))
+	case c.total == 0:
+		return check.Failed("cache_requests_total counting reads on every replica's /metrics",
+			fmt.Sprintf("no cache reads counted on %s", strings.Join(replicas, ", ")))
+	case c.ratio() < p.MinHitRatio:
+		return check.Failed(fmt.Sprintf("at least %.0f%% hits", 100*p.MinHitRatio),
+			fmt.Sprintf("%.1f%% (%.0f hits of %.0f reads)", 100*c.ratio(), c.hits, c.total))
+	}
+	return check.Passed("%.1f%% hits (%.0f of %.0f reads over %d replicas) under %.0f req/s of skewed load with 5%% writes", 100*c.ratio(), c.hits, c.total, len(replicas), p.Rate)
+}
+
+func redisOutage(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
+	l := &skewed{e: e, led: led, failed: map[string]int{}}
+	lctx, stopLoad := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.run(lctx, p, time.Minute) // stopped below
+	}()
+	restarted := false
+	defer func() { // never leave Redis down
+		stopLoad()
+		<-done
+		if !restarted {
+			_ = s.Start(context.WithoutCancel(ctx), p.Redis)
+		}
+	}()
+
+	time.Sleep(p.Warmup)
+	before := scrapeAll(ctx, e, p, replicas)
+	if err := s.Stop(ctx, p.Redis); err != nil {
+		return check.NotProven("could not stop %s: %v", p.Redis, err)
+	}
+	time.Sleep(p.Outage)
+	during := diff(before, scrapeAll(ctx, e, p, replicas))
+	if err := s.Start(ctx, p.Redis); err != nil {
+		return check.NotProven("could not start %s: %v", p.Redis, err)
+	}
+	restarted = true
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.WaitHealthy(wctx, p.Redis); err != nil {
+		return check.NotProven("%s did not become healthy again: %v", p.Redis, err)
+	}
+	time.Sleep(p.Warmup) // refill
+	mark := scrapeAll(ctx, e, p, replicas)
+	time.Sleep(p.Window)
+	back := diff(mark, scrapeAll(ctx, e, p, replicas))
+	stopLoad()
+	<-done
+
+	switch {
+	case len(l.failed) > 0:
+		return check.Failed("no failed request while Redis is down (reads from Postgres)",
+			fmt.Sprintf("%s of %d requests", check.Counts(l.failed), l.n))
+	case during.fromDB == 0:
+		return check.NotProven("no read was counted as served from Postgres because of Redis during the outage (%.0f reads, %.0f hits)", during.total, during.hits)
+	case back.ratio() < p.MinHitRatio:
+		return check.Failed(fmt.Sprintf("the hit ratio back to at least %.0f%% once Redis is up", 100*p.MinHitRatio),
+			fmt.Sprintf("%.1f%% (%.0f hits of %.0f reads) in the %s after a %s refill", 100*back.ratio(), back.hits, back.total, p.Window, p.Warmup))
+	}
+	return check.Passed("0 failed of %d requests; Redis down %s: %.0f reads served from Postgres; back up: %.1f%% hits", l.n, p.Outage, during.fromDB, 100*back.ratio())
+}
+
+func writesDurable(ctx context.Context, p Params, s Stack, led *ledger) check.Verdict {
+	led.mu.Lock()
+	want := maps.Clone(led.last)
+	acked := led.acked
+	led.mu.Unlock()
+	if len(want) == 0 {
+		return check.NotProven("no write was acknowledged during the check")
+	}
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, strconv.FormatInt(id, 10))
+	}
+	slices.Sort(ids)
+	sql := "SELECT id, username, email FROM users WHERE id IN (" + strings.Join(ids, ",") + ")"
+	out, err := s.Output(ctx, p.Postgres, "sh", "-c", `psql -X -A -t -F ' ' -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"`, sql)
+	if err != nil {
+		return check.NotProven("could not query Postgres: %v", err)
+	}
+	got := map[int64]state{}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		id, _ := strconv.ParseInt(f[0], 10, 64)
+		got[id] = state{username: f[1], email: f[2]}
+	}
+	var wrong []string
+	for id, w := range want {
+		g, ok := got[id]
+		switch {
+		case w.deleted && ok:
+			wrong = append(wrong, fmt.Sprintf("user %d still there after its acknowledged DELETE", id))
+		case !w.deleted && !ok:
+			wrong = append(wrong, fmt.Sprintf("user %d missing (last acknowledged: %s)", id, w.username))
+		case !w.deleted && g != w:
+			wrong = append(wrong, fmt.Sprintf("user %d is %s <%s>, last acknowledged %s <%s>", id, g.username, g.email, w.username, w.email))
+		}
+	}
+	if len(wrong) > 0 {
+		slices.Sort(wrong)
+		return check.Failed("Postgres holds the last acknowledged state of every user written",
+			fmt.Sprintf("%d of %d users differ: %s", len(wrong), len(want), strings.Join(first(wrong, 3), "; ")))
+	}
+	return check.Passed("%d acknowledged writes to %d users: each user's last acknowledged state is in Postgres (deleted ones absent)", acked, len(want))
+}
