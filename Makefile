@@ -66,18 +66,18 @@ help: ## this guide
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, scale COUNT, dns"
+	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, scale COUNT, dns, cache on|off"
 	@echo "Stages:"
 	@awk -F' = ' '/^number/{n=$$2} /^title/{gsub(/"/,"",$$2); printf "  %2s  %s\n", n, $$2}' stages/course.toml
 
-stage: ## make stage N up|check|bench|logs|ps|down|scale COUNT|dns
-	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|scale COUNT|dns (N is a stage number)"; exit 2; }
+stage: ## make stage N up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off (N is a stage number)"; exit 2; }
 	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
 	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
 	@$(MAKE) stage-$(or $(VERB),help) N=$(N) ARG=$(ARG)
 
 stage-%:
-	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|scale COUNT|dns ('$*' is not one of them)"; exit 2
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
 
 stage-up: $(PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
@@ -101,6 +101,11 @@ stage-scale:
 	$(COMPOSE) up -d --wait --no-recreate --scale server=$(ARG) server
 	@if $(COMPOSE) ps --services | grep -qx nginx; then \
 	  $(COMPOSE) exec nginx nginx -s reload && echo "nginx reloaded: it now spreads requests over $(ARG) replicas"; fi
+
+# Switch the servers' cache on or off at run time, on every replica (stage 05 on).
+stage-cache: tools-image
+	@[[ "$(ARG)" == on || "$(ARG)" == off ]] || { echo "usage: make stage $(N) cache on|off"; exit 2; }
+	@$(RUN_TOOL) cache $(ARG)
 
 # What Docker's embedded DNS answers for the server service: one address per replica.
 stage-dns: tools-image

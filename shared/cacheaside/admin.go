@@ -50,4 +50,3 @@ func RegisterAdmin(e *echo.Echo, caches ...Switch) {
 		return state(c)
 	})
 }
-

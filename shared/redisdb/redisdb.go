@@ -48,13 +48,15 @@ func Open(cfg Config) (*redis.Client, error) {
 
 // poolCollector exports the client's pool statistics at every scrape.
 type poolCollector struct {
-	c                                 *redis.Client
+	c                                   *redis.Client
 	hits, misses, timeouts, total, idle *prometheus.Desc
 }
 
 // RegisterMetrics adds the pool's statistics to reg as redis_pool_* series.
 func RegisterMetrics(reg prometheus.Registerer, c *redis.Client) error {
-	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc("redis_pool_"+name, help, nil, nil) }
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("redis_pool_"+name, help, nil, nil)
+	}
 	return reg.Register(&poolCollector{
 		c:        c,
 		hits:     d("hits_total", "Commands that found an idle connection in the pool."),

@@ -3,6 +3,7 @@
 //	course check N   prove stage N's concept on its running stack (exit 0 pass, 1 fail, 2 inconclusive)
 //	course bench N   measure stage N's numbers side by side
 //	course dns NAME  what Docker's embedded DNS answers for a service name
+//	course cache on|off  switch the stage-05 servers' cache at run time, on every replica
 //	course e2e       for every finished stage: up, check, negative control, down (make test)
 //
 // check and bench run in a container on the stage's network (see the Makefile), so they
@@ -19,10 +20,11 @@ import (
 	"syscall"
 )
 
-const usage = `usage: course check N | bench N | dns NAME | e2e
+const usage = `usage: course check N | bench N | dns NAME | cache on|off | e2e
   check N   prove stage N's concept on its running stack
   bench N   measure stage N's numbers
   dns NAME  show what Docker's embedded DNS answers for a service name
+  cache on|off  switch the servers' cache on every replica (stage 05 on)
   e2e       run every finished stage end to end (up, check, negative control, down)
 environment: COURSE_ROOT (repository), COURSE_PROJECT (Compose project under test),
 COURSE_REPORT (report folder, relative to the repository)`
@@ -62,6 +64,12 @@ func run(ctx context.Context, args []string) int {
 			return 2
 		}
 		return dnsCmd(ctx, args[1])
+	case "cache":
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, usage)
+			return 2
+		}
+		return cacheCmd(ctx, os.Getenv("COURSE_PROJECT"), args[1])
 	case "e2e":
 		return e2eCmd(ctx)
 	default:

@@ -69,6 +69,9 @@ var stages = map[int]stage{
 	},
 	5: {
 		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage05.Steps(stage05.Defaults, d), nil },
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage05.Bench(ctx, stage05.BenchDefaults, d, stage05.Defaults, st.Target)
+		},
 	},
 }
 

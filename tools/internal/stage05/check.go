@@ -264,7 +264,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 		return check.NotProven("cannot list the replicas: %v", err)
 	}
 	ids := make([]int64, p.Users)
-	acked := make([]int64, p.Users)  // last acknowledged version per user, read before each GET
+	acked := make([]int64, p.Users)   // last acknowledged version per user, read before each GET
 	deleting := make([]bool, p.Users) // a DELETE was sent: a 404 may come before its 204 does
 	var ackMu sync.RWMutex
 	for i := range ids {
