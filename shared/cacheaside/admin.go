@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -41,7 +42,9 @@ func RegisterAdmin(e *echo.Echo, caches ...Switch) {
 		}
 		dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 1<<10))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil || body.Enabled == nil || dec.More() {
+		// The second Decode must meet the end of the body: dec.More() would accept a
+		// trailing '}' or ']'.
+		if err := dec.Decode(&body); err != nil || body.Enabled == nil || dec.Decode(new(json.RawMessage)) != io.EOF {
 			return httpserver.BadRequest(`body must be {"enabled": true} or {"enabled": false}`)
 		}
 		for _, s := range caches {

@@ -446,3 +446,64 @@ func TestStartsDisabledFromConfig(t *testing.T) {
 	assert.Equal(t, 1.0, e.requests(t, "disabled"))
 	assert.False(t, e.mr.Exists("things:{1}"))
 }
+
+// writerCtx marks a context as a writer's, so delHook can fail that writer's delete.
+type writerCtx struct{}
+
+// delHook fails DELs made for a writer (as a Redis blip would) and parks the background
+// retry's DELs until the test lets them through.
+type delHook struct {
+	retrying chan struct{}
+	proceed  chan struct{}
+	done     chan struct{}
+}
+
+func (h delHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h delHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "del" {
+			if ctx.Value(writerCtx{}) != nil {
+				cmd.SetErr(errors.New("i/o timeout"))
+				return cmd.Err()
+			}
+			select {
+			case h.retrying <- struct{}{}:
+			case <-h.done:
+			}
+			select {
+			case <-h.proceed:
+			case <-h.done:
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h delHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A delete that fails again while its retry is in flight stays pending: the retry may have
+// reached Redis before that second write committed, so it proves nothing about it.
+func TestDeleteFailingDuringItsRetryStaysPending(t *testing.T) {
+	e := newEnv(t, nil)
+	h := delHook{retrying: make(chan struct{}), proceed: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { close(h.done) })
+	e.rdb.AddHook(h)
+	wctx := context.WithValue(context.Background(), writerCtx{}, true)
+	var calls atomic.Int64
+
+	e.a.Invalidate(wctx, "1") // write 1's delete fails
+	<-h.retrying              // its retry is on its way to Redis
+	e.a.Invalidate(wctx, "1") // write 2 commits; its delete fails too
+	h.proceed <- struct{}{}   // the retry of write 1's delete succeeds
+
+	<-h.retrying // the next retry began, so the first one is fully done
+	assert.Equal(t, 1.0, metric(t, e.reg, "cache_pending_deletes"), "write 2's delete is still owed")
+	_, err := e.a.Get(context.Background(), "1", returns(&calls, 2))
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, e.requests(t, "pending_delete"))
+
+	h.proceed <- struct{}{} // the retry of write 2's delete succeeds
+	require.Eventually(t, func() bool { return metric(t, e.reg, "cache_pending_deletes") == 0 },
+		5*time.Second, time.Millisecond)
+}

@@ -20,8 +20,12 @@ type gatedSource struct {
 	release chan struct{} // one send lets one read return
 }
 
-func newGatedSource() *gatedSource {
-	return &gatedSource{started: make(chan int, 100), release: make(chan struct{})}
+// newGatedSource's reads are all let go when the test ends, so a failed test leaves no
+// goroutine parked in flights.do to confuse the next test's flightWaiters.
+func newGatedSource(t *testing.T) *gatedSource {
+	s := &gatedSource{started: make(chan int, 100), release: make(chan struct{})}
+	t.Cleanup(func() { close(s.release) })
+	return s
 }
 
 func (s *gatedSource) load(context.Context) (item, error) {
@@ -43,7 +47,7 @@ func (s *gatedSource) waitStart(t *testing.T, want int) {
 
 func TestConcurrentMissesCostTwoReads(t *testing.T) {
 	e := newEnv(t, nil)
-	src := newGatedSource()
+	src := newGatedSource(t)
 	const n = 50
 	results := make([]item, n)
 	var wg sync.WaitGroup
@@ -86,7 +90,7 @@ func TestConcurrentMissesCostTwoReads(t *testing.T) {
 // write the caller has seen acknowledged. Plain singleflight would hand B and C version 1.
 func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 	e := newEnv(t, nil)
-	src := newGatedSource()
+	src := newGatedSource(t)
 	ctx := context.Background()
 	type res struct {
 		v   item
@@ -134,6 +138,7 @@ func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 func TestFlightWaiterLeavesWhenItsContextEnds(t *testing.T) {
 	var f flights[int]
 	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
 	var reads atomic.Int64
 	fn := func() (int, error) {
 		n := int(reads.Add(1))
@@ -191,7 +196,8 @@ func TestFlightErrorsAreShared(t *testing.T) {
 	var f flights[int]
 	boom := errors.New("boom")
 	release := make(chan struct{})
-	started := make(chan struct{}, 2)
+	defer close(release)
+	started := make(chan struct{}, 3)
 	fn := func() (int, error) {
 		started <- struct{}{}
 		<-release
@@ -207,7 +213,8 @@ func TestFlightErrorsAreShared(t *testing.T) {
 		}()
 	}
 	waitFlightWaiters(t, 2)
-	close(release)
+	release <- struct{}{}
+	release <- struct{}{}
 	assert.ErrorIs(t, <-errs, boom)
 	assert.ErrorIs(t, <-errs, boom)
 }

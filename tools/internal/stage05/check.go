@@ -271,7 +271,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 		name := led.name(i+1, 0)
 		r, err := e.Send(ctx, "writes", http.MethodPost, "/users", body(name, name+"@example.com"))
 		if err != nil || r.Status != http.StatusCreated {
-			return check.Failed("POST /users creates the test users", fmt.Sprintf("%v %s", err, statusOf(r)))
+			return check.Failed("POST /users creates the test users", statusOf(r, err))
 		}
 		u, err := decode(r)
 		if err != nil {
@@ -342,7 +342,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 				name := led.name(i+1, v)
 				r, err := e.Send(rctx, "writes", http.MethodPut, path, body(name, name+"@example.com"))
 				if err != nil || r.Status != http.StatusOK {
-					note(&errs, fmt.Sprintf("PUT %s: %v %s", path, err, statusOf(r)))
+					note(&errs, fmt.Sprintf("PUT %s: %s", path, statusOf(r, err)))
 					return
 				}
 				led.ack(ids[i], state{username: name, email: name + "@example.com"})
@@ -359,7 +359,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 			ackMu.Unlock()
 			r, err := e.Do(rctx, "writes", http.MethodDelete, path)
 			if err != nil || r.Status != http.StatusNoContent {
-				note(&errs, fmt.Sprintf("DELETE %s: %v %s", path, err, statusOf(r)))
+				note(&errs, fmt.Sprintf("DELETE %s: %s", path, statusOf(r, err)))
 				return
 			}
 			led.ack(ids[i], state{deleted: true})
@@ -391,9 +391,10 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 	return check.Passed("%d reads (%.0f cache hits) on %d replicas during %d acknowledged writes of %d users, then their deletes: none stale", reads, hits, len(served), writes, len(ids))
 }
 
-func statusOf(r *check.Response) string {
-	if r == nil {
-		return ""
+// statusOf describes an answer, or the lack of one.
+func statusOf(r *check.Response, err error) string {
+	if err != nil {
+		return "no answer (" + load.Classify(err) + ")"
 	}
 	return fmt.Sprintf("%d %s", r.Status, check.Short(r.Body))
 }
