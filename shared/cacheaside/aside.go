@@ -339,7 +339,7 @@ func (a *Aside[V]) retryDeletes() {
 		}
 		a.mu.Lock()
 		for k, seq := range batch {
-			if a.pending[k] == seq || seq > 0 {
+			if a.pending[k] == seq {
 				delete(a.pending, k)
 			}
 		}

@@ -492,18 +492,38 @@ func TestDeleteFailingDuringItsRetryStaysPending(t *testing.T) {
 	wctx := context.WithValue(context.Background(), writerCtx{}, true)
 	var calls atomic.Int64
 
-	e.a.Invalidate(wctx, "1") // write 1's delete fails
-	<-h.retrying              // its retry is on its way to Redis
-	e.a.Invalidate(wctx, "1") // write 2 commits; its delete fails too
-	h.proceed <- struct{}{}   // the retry of write 1's delete succeeds
+	step := func(ch chan struct{}, send bool, what string) {
+		t.Helper()
+		var err error
+		if send {
+			select {
+			case ch <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				err = errors.New("timed out")
+			}
+		} else {
+			select {
+			case <-ch:
+			case <-time.After(5 * time.Second):
+				err = errors.New("timed out")
+			}
+		}
+		require.NoError(t, err, what)
+	}
 
-	<-h.retrying // the next retry began, so the first one is fully done
+	e.a.Invalidate(wctx, "1")                            // write 1's delete fails
+	step(h.retrying, false, "retry of write 1's delete") // its retry is on its way to Redis
+	e.a.Invalidate(wctx, "1")                            // write 2 commits; its delete fails too
+	step(h.proceed, true, "let the retry through")       // the retry of write 1's delete succeeds
+
+	// The next retry beginning means the first one is fully done.
+	step(h.retrying, false, "a retry for write 2's delete")
 	assert.Equal(t, 1.0, metric(t, e.reg, "cache_pending_deletes"), "write 2's delete is still owed")
 	_, err := e.a.Get(context.Background(), "1", returns(&calls, 2))
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, e.requests(t, "pending_delete"))
 
-	h.proceed <- struct{}{} // the retry of write 2's delete succeeds
+	step(h.proceed, true, "let the second retry through")
 	require.Eventually(t, func() bool { return metric(t, e.reg, "cache_pending_deletes") == 0 },
 		5*time.Second, time.Millisecond)
 }
