@@ -26,3 +26,14 @@ func LoadConfig[T any]() (T, error) {
 	}
 	return cfg, nil
 }
+
+// MustConfig is LoadConfig for a main: a bad configuration is logged and the process
+// exits with status 2, before it serves anything.
+func MustConfig[T any](log *slog.Logger) T {
+	cfg, err := LoadConfig[T]()
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		os.Exit(2)
+	}
+	return cfg
+}

@@ -13,11 +13,7 @@ import (
 
 func main() {
 	log := httpserver.Logger("client")
-	cfg, err := httpserver.LoadConfig[pacedclient.Config]()
-	if err != nil {
-		log.Error("bad configuration", "err", err)
-		os.Exit(2)
-	}
+	cfg := httpserver.MustConfig[pacedclient.Config](log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := pacedclient.Run(ctx, cfg, log); err != nil {

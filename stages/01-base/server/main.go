@@ -13,11 +13,7 @@ import (
 func main() {
 	probe.IfRequested("http://127.0.0.1:8080/healthz")
 	log := httpserver.Logger("server")
-	cfg, err := httpserver.LoadConfig[httpserver.Config]()
-	if err != nil {
-		log.Error("bad configuration", "err", err)
-		os.Exit(2)
-	}
+	cfg := httpserver.MustConfig[httpserver.Config](log)
 	srv := httpserver.New(cfg, log)
 	slowquery.Register(srv.Echo)
 	if err := srv.Run(context.Background()); err != nil {

@@ -24,11 +24,7 @@ type config struct {
 func main() {
 	probe.IfRequested("http://127.0.0.1:8080/healthz")
 	log := httpserver.Logger("server")
-	cfg, err := httpserver.LoadConfig[config]()
-	if err != nil {
-		log.Error("bad configuration", "err", err)
-		os.Exit(2)
-	}
+	cfg := httpserver.MustConfig[config](log)
 	ctx := context.Background()
 	pool, err := pgdb.OpenMigrated(ctx, cfg.DB, users.Migrations(), cfg.MigrateWait, log)
 	if err != nil {

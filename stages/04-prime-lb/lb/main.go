@@ -19,11 +19,7 @@ import (
 func main() {
 	probe.IfRequested("http://127.0.0.1:8081/healthz")
 	log := httpserver.Logger("lb")
-	cfg, err := httpserver.LoadConfig[balancer.Config]()
-	if err != nil {
-		log.Error("bad configuration", "err", err)
-		os.Exit(2)
-	}
+	cfg := httpserver.MustConfig[balancer.Config](log)
 	lb, err := balancer.New(cfg, log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)

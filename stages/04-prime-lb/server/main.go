@@ -22,11 +22,7 @@ type config struct {
 func main() {
 	probe.IfRequested("http://127.0.0.1:8080/healthz")
 	log := httpserver.Logger("server")
-	cfg, err := httpserver.LoadConfig[config]()
-	if err != nil {
-		log.Error("bad configuration", "err", err)
-		os.Exit(2)
-	}
+	cfg := httpserver.MustConfig[config](log)
 	srv := httpserver.New(cfg.HTTP, log)
 	slowquery.Register(srv.Echo)
 	prime.Register(srv.Echo)
