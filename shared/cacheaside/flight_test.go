@@ -50,12 +50,11 @@ func TestConcurrentMissesCostTwoReads(t *testing.T) {
 	src := newGatedSource(t)
 	const n = 50
 	results := make([]item, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	get := func(i int) {
+	get := func(i int) { // asserts nothing itself: it may outlive a failed test
 		defer wg.Done()
-		v, err := e.a.Get(context.Background(), "hot", src.load)
-		assert.NoError(t, err)
-		results[i] = v
+		results[i], errs[i] = e.a.Get(context.Background(), "hot", src.load)
 	}
 
 	wg.Add(1)
@@ -72,6 +71,9 @@ func TestConcurrentMissesCostTwoReads(t *testing.T) {
 	src.release <- struct{}{}
 	wg.Wait()
 
+	for i, err := range errs {
+		assert.NoError(t, err, "caller %d", i)
+	}
 	assert.EqualValues(t, 2, src.version.Load(), "50 concurrent misses must cost 2 reads")
 	assert.Equal(t, 2.0, e.loads(t))
 	assert.Equal(t, float64(n-1), metric(t, e.reg, "cache_collapsed_total"))
@@ -145,36 +147,33 @@ func TestFlightWaiterLeavesWhenItsContextEnds(t *testing.T) {
 		<-release
 		return n, nil
 	}
-	first := make(chan int, 1)
-	go func() {
-		v, shared, err := f.do(context.Background(), "k", fn)
-		assert.NoError(t, err)
-		assert.False(t, shared)
-		first <- v
-	}()
+	type res struct {
+		v      int
+		shared bool
+		err    error
+	}
+	do := func(ctx context.Context) chan res { // asserts nothing itself: it may outlive a failed test
+		ch := make(chan res, 1)
+		go func() {
+			v, shared, err := f.do(ctx, "k", fn)
+			ch <- res{v, shared, err}
+		}()
+		return ch
+	}
+	first := do(context.Background())
 	require.Eventually(t, func() bool { return reads.Load() == 1 }, 5*time.Second, time.Millisecond)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	quitter := make(chan error, 1)
-	go func() {
-		_, _, err := f.do(ctx, "k", fn)
-		quitter <- err
-	}()
-	stayer := make(chan int, 1)
-	go func() {
-		v, shared, err := f.do(context.Background(), "k", fn)
-		assert.NoError(t, err)
-		assert.True(t, shared)
-		stayer <- v
-	}()
+	quitter := do(ctx)
+	stayer := do(context.Background())
 	waitFlightWaiters(t, 2)
 	cancel()
-	assert.ErrorIs(t, <-quitter, context.Canceled)
+	assert.ErrorIs(t, (<-quitter).err, context.Canceled)
 
 	release <- struct{}{} // read 1 ends; the waiting read 2 goes on for the stayer
-	assert.Equal(t, 1, <-first)
+	assert.Equal(t, res{1, false, nil}, <-first)
 	release <- struct{}{}
-	assert.Equal(t, 2, <-stayer)
+	assert.Equal(t, res{2, true, nil}, <-stayer)
 
 	f.mu.Lock()
 	assert.Empty(t, f.keys, "an idle key is forgotten")

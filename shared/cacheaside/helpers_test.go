@@ -14,6 +14,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,8 +35,8 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
 
-// testConfig keeps every interval short so the whole package runs in well under a second
-// or two; TTL stays long because miniredis only expires keys on FastForward.
+// testConfig keeps every interval short so the package runs in about a second; TTL can
+// stay long because miniredis only expires keys on FastForward.
 func testConfig() Config {
 	return Config{
 		Enabled:     true,
@@ -56,22 +57,22 @@ type env struct {
 	a   *Aside[item]
 }
 
-// newEnv starts miniredis, a client set like redisdb.Open's (no retries, short
-// timeouts) and a cache named "things" on a fresh registry.
+// newEnv starts miniredis, a client that, like redisdb.Open's, never retries, and a cache
+// named "things" on a fresh registry.
 func newEnv(t *testing.T, tweak func(*Config)) *env {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{
-		Addr:        mr.Addr(),
-		DialTimeout: 200 * time.Millisecond,
-		// Generous for miniredis's Lua under -race; production's are 100ms.
-		ReadTimeout: time.Second, WriteTimeout: time.Second,
+		Addr:                  mr.Addr(),
 		ContextTimeoutEnabled: true,
-		PoolSize:              4,
-		PoolTimeout:           time.Second,
 		MaxRetries:            -1,
 		// go-redis dials 5 times, 100ms apart, by default: 400ms per read of a dead Redis.
 		DialerRetries: 1,
+		// Far looser than production's (redisdb.Config): these tests are about the cache,
+		// and a pool or timeout that runs out on a loaded CI machine (50 concurrent reads
+		// under -race) would turn a miss into redis_error and make them flaky.
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+		PoolSize: 64, PoolTimeout: 5 * time.Second,
 	})
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := testConfig()
@@ -160,6 +161,7 @@ func flightWaiters() int {
 
 func waitFlightWaiters(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return flightWaiters() == n }, 5*time.Second, time.Millisecond,
-		"want %d callers waiting in flights.do", n)
+	var got int
+	ok := assert.Eventually(t, func() bool { got = flightWaiters(); return got == n }, 5*time.Second, time.Millisecond)
+	require.True(t, ok, "want %d callers waiting in flights.do, have %d", n, got)
 }

@@ -79,7 +79,18 @@ func decodeInput(c echo.Context) (Input, error) {
 	if err := dec.Decode(&in); err != nil {
 		return in, httpserver.BadRequest(jsonProblem(err))
 	}
-	if dec.More() {
+	// encoding/json matches field names regardless of case ("Username" fills Username);
+	// the API's names are exact.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body[:dec.InputOffset()], &fields); err == nil {
+		for k := range fields {
+			if k != "username" && k != "email" {
+				return in, httpserver.BadRequest(fmt.Sprintf("unknown field %q: only username and email are accepted", k))
+			}
+		}
+	}
+	// Only JSON whitespace may follow: dec.More() would let a trailing '}' or ']' through.
+	if len(bytes.Trim(body[dec.InputOffset():], " \t\r\n")) > 0 {
 		return in, httpserver.BadRequest("body must hold exactly one JSON object")
 	}
 	if err := in.Validate(); err != nil {
