@@ -13,6 +13,12 @@
 //     deletes the lease with the key.
 //   - Concurrent misses share one read only if it started after they arrived (see flights).
 //
+// Some values depend on rows other than their own (a rank among all users): a write that
+// changes those rows calls InvalidateAll, which bumps the cache's generation. Every entry
+// carries the generation it was read under, and an entry of an older one is a miss. A read
+// fetches the generation and the entry in one MGET (on Redis Cluster the two keys would
+// need one hash slot).
+//
 // Redis is optional to correctness and to availability: when it fails or is slow a read
 // goes to the source (counted, logged, never an error for the caller), and a circuit
 // breaker stops paying Redis's timeout on every request until a probe succeeds. A delete
@@ -28,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,8 +73,8 @@ func (c Config) validate() error {
 	return nil
 }
 
-// notFoundMarker is what Redis holds for an id the source does not have. Values are JSON,
-// which never starts with this byte.
+// notFoundMarker is what Redis holds (after the generation) for an id the source does not
+// have. Values are JSON, which never starts with this byte.
 const notFoundMarker = "\x00not-found"
 
 // fill stores a value only while the reader's lease is still there: a delete since the
@@ -86,6 +93,7 @@ var errBreakerOpen = errors.New("redis skipped: circuit breaker open")
 // Aside is a cache-aside of values of type V (stored as JSON) in front of a source.
 type Aside[V any] struct {
 	name     string
+	genKey   string
 	rdb      redis.Cmdable
 	cfg      Config
 	notFound error
@@ -114,7 +122,7 @@ func New[V any](name string, rdb redis.Cmdable, notFound error, cfg Config, reg 
 	if err != nil {
 		return nil, err
 	}
-	a := &Aside[V]{name: name, rdb: rdb, cfg: cfg, notFound: notFound, log: log.With("cache", name), m: m,
+	a := &Aside[V]{name: name, genKey: name + ":gen", rdb: rdb, cfg: cfg, notFound: notFound, log: log.With("cache", name), m: m,
 		enabled: cfg.Enabled, pending: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	m.setEnabled(cfg.Enabled)
 	a.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
@@ -135,10 +143,12 @@ func New[V any](name string, rdb redis.Cmdable, notFound error, cfg Config, reg 
 	return a, nil
 }
 
-// Close stops retrying failed deletes.
+// Close stops retrying failed deletes, after one last try: a delete left undone would
+// leave a copy older than its write until the TTL ends.
 func (a *Aside[V]) Close() {
 	close(a.stop)
 	<-a.done
+	a.retryPending()
 }
 
 // Enabled reports whether reads use the cache.
@@ -171,12 +181,23 @@ func (a *Aside[V]) Get(ctx context.Context, id string, load func(context.Context
 	if reason := a.bypass(key); reason != "" {
 		return a.direct(ctx, reason, load)
 	}
-	var raw string
-	err := a.redis(ctx, func(ctx context.Context) (err error) {
-		raw, err = a.rdb.Get(ctx, key).Result()
+	var gen string
+	var entry any
+	err := a.redis(ctx, func(ctx context.Context) error {
+		vals, err := a.rdb.MGet(ctx, a.genKey, key).Result()
+		if err == nil {
+			gen, entry = str(vals[0], "0"), vals[1]
+		}
 		return err
 	})
+	raw, current := "", false
+	if s, ok := entry.(string); ok {
+		var g string
+		g, raw, _ = strings.Cut(s, "|")
+		current = g == gen
+	}
 	switch {
+	case err == nil && !current: // absent, or read under an older generation: a miss
 	case err == nil:
 		if raw == notFoundMarker {
 			a.m.requests.WithLabelValues("negative_hit").Inc()
@@ -189,7 +210,6 @@ func (a *Aside[V]) Get(ctx context.Context, id string, load func(context.Context
 			return v, nil
 		}
 		a.log.Warn("unreadable cache entry; reading the source", "key", key)
-	case errors.Is(err, redis.Nil):
 	case ctx.Err() != nil:
 		var zero V
 		return zero, ctx.Err()
@@ -200,7 +220,7 @@ func (a *Aside[V]) Get(ctx context.Context, id string, load func(context.Context
 		return a.direct(ctx, "redis_error", load)
 	}
 	a.m.requests.WithLabelValues("miss").Inc()
-	v, shared, err := a.flights.do(ctx, key, func() (V, error) { return a.loadAndFill(key, load) })
+	v, shared, err := a.flights.do(ctx, key, func() (V, error) { return a.loadAndFill(key, gen, load) })
 	if shared {
 		a.m.collapsed.Inc()
 	}
@@ -214,7 +234,7 @@ func (a *Aside[V]) bypass(key string) string {
 	switch {
 	case !a.enabled:
 		return "disabled"
-	case a.pending[key] != 0:
+	case a.pending[key] != 0, a.pending[a.genKey] != 0:
 		return "pending_delete" // Redis may still hold a copy older than our own write
 	}
 	return ""
@@ -227,9 +247,10 @@ func (a *Aside[V]) direct(ctx context.Context, reason string, load func(context.
 	return load(ctx)
 }
 
-// loadAndFill reads the source under a lease and fills Redis if the lease survived. It
-// runs once for every caller sharing it, so it answers to its own deadline, not theirs.
-func (a *Aside[V]) loadAndFill(key string, load func(context.Context) (V, error)) (V, error) {
+// loadAndFill reads the source under a lease and fills Redis, tagged with gen (the
+// generation seen before the read), if the lease survived. It runs once for every caller
+// sharing it, so it answers to its own deadline, not theirs.
+func (a *Aside[V]) loadAndFill(key, gen string, load func(context.Context) (V, error)) (V, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.LoadTimeout)
 	defer cancel()
 	token := cryptorand.Text()
@@ -261,7 +282,7 @@ func (a *Aside[V]) loadAndFill(key string, load func(context.Context) (V, error)
 	}
 	var stored int64
 	ferr := a.redis(ctx, func(ctx context.Context) (e error) {
-		stored, e = fill.Run(ctx, a.rdb, []string{key, lease}, token, payload, ttl.Milliseconds()).Int64()
+		stored, e = fill.Run(ctx, a.rdb, []string{key, lease}, token, gen+"|"+payload, ttl.Milliseconds()).Int64()
 		return e
 	})
 	switch {
@@ -293,6 +314,26 @@ func (a *Aside[V]) Invalidate(ctx context.Context, id string) {
 		a.m.invalidations.WithLabelValues("deleted").Inc()
 		return
 	}
+	a.defer_(key, err)
+}
+
+// InvalidateAll makes every cached value a miss, by moving to the next generation: for a
+// write that changes what other ids' values were computed from. Call it, like Invalidate,
+// after the source committed and before acknowledging. If Redis cannot be reached, the
+// bump is retried in the background and this process reads everything from the source
+// until it succeeds.
+func (a *Aside[V]) InvalidateAll(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	err := a.redis(ctx, func(ctx context.Context) error { return a.rdb.Incr(ctx, a.genKey).Err() })
+	if err == nil {
+		a.m.invalidations.WithLabelValues("generation").Inc()
+		return
+	}
+	a.defer_(a.genKey, err)
+}
+
+// defer_ records a delete (or, for genKey, a generation bump) for the background retry.
+func (a *Aside[V]) defer_(key string, err error) {
 	a.mu.Lock()
 	a.seq++
 	a.pending[key] = a.seq
@@ -300,11 +341,10 @@ func (a *Aside[V]) Invalidate(ctx context.Context, id string) {
 	a.mu.Unlock()
 	a.m.invalidations.WithLabelValues("deferred").Inc()
 	a.m.pending.Set(float64(n))
-	a.log.Warn("cache delete failed; retrying it in the background", "key", key, "err", err)
+	a.log.Warn("cache invalidation failed; retrying it in the background", "key", key, "err", err)
 }
 
-// retryDeletes tries the failed deletes again every RetryEvery, in batches, until Close.
-// A key is forgotten only if no new failure for it happened while its delete was in flight.
+// retryDeletes retries the deferred invalidations every RetryEvery until Close.
 func (a *Aside[V]) retryDeletes() {
 	defer close(a.done)
 	t := time.NewTicker(a.cfg.RetryEvery)
@@ -315,40 +355,60 @@ func (a *Aside[V]) retryDeletes() {
 			return
 		case <-t.C:
 		}
-		a.mu.Lock()
-		batch := make(map[string]uint64, min(len(a.pending), 500))
-		for k, seq := range a.pending {
-			if len(batch) == 500 {
-				break
-			}
-			batch[k] = seq
-		}
-		a.mu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		keys := make([]string, 0, 2*len(batch))
-		for k := range batch {
-			keys = append(keys, k, leaseKey(k))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := a.redis(ctx, func(ctx context.Context) error { return a.rdb.Del(ctx, keys...).Err() })
-		cancel()
-		if err != nil {
-			continue
-		}
-		a.mu.Lock()
-		for k, seq := range batch {
-			if a.pending[k] == seq {
-				delete(a.pending, k)
-			}
-		}
-		n := len(a.pending)
-		a.mu.Unlock()
-		a.m.invalidations.WithLabelValues("retried").Add(float64(len(batch)))
-		a.m.pending.Set(float64(n))
-		a.log.Info("deferred cache deletes done", "keys", len(batch), "still_pending", n)
+		a.retryPending()
 	}
+}
+
+// retryPending retries up to 500 deferred invalidations in one round trip. It calls Redis
+// directly, not through the breaker: it is one small command per RetryEvery, and waiting
+// for this process's breaker to close would leave other replicas, whose breakers may
+// close sooner, reading the stale copies meanwhile. A key is forgotten only if no new
+// failure for it happened while its retry was in flight.
+func (a *Aside[V]) retryPending() {
+	a.mu.Lock()
+	batch := make(map[string]uint64, min(len(a.pending), 500))
+	for k, seq := range a.pending {
+		if len(batch) == 500 {
+			break
+		}
+		batch[k] = seq
+	}
+	a.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	keys, bump := make([]string, 0, 2*len(batch)), false
+	for k := range batch {
+		if k == a.genKey {
+			bump = true
+			continue
+		}
+		keys = append(keys, k, leaseKey(k))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(keys) > 0 {
+			p.Del(ctx, keys...)
+		}
+		if bump {
+			p.Incr(ctx, a.genKey)
+		}
+		return nil
+	}); err != nil {
+		return
+	}
+	a.mu.Lock()
+	for k, seq := range batch {
+		if a.pending[k] == seq {
+			delete(a.pending, k)
+		}
+	}
+	n := len(a.pending)
+	a.mu.Unlock()
+	a.m.invalidations.WithLabelValues("retried").Add(float64(len(batch)))
+	a.m.pending.Set(float64(n))
+	a.log.Info("deferred cache invalidations done", "keys", len(batch), "still_pending", n)
 }
 
 // redis runs one Redis call through the circuit breaker; while the breaker is open it
@@ -361,4 +421,12 @@ func (a *Aside[V]) redis(ctx context.Context, f func(context.Context) error) err
 	err = f(ctx)
 	done(err)
 	return err
+}
+
+// str is an MGET value as a string, or def when the key is absent.
+func str(v any, def string) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return def
 }

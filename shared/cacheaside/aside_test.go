@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,7 @@ func TestMissFillsWithJitteredTTLThenHits(t *testing.T) {
 	assert.Equal(t, 1.0, e.loads(t))
 	assert.Equal(t, 1.0, e.fills(t, "stored"))
 
-	raw, err := e.mr.Get("things:{42}")
+	raw, err := e.entry("things:{42}")
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"v":1}`, raw)
 	assert.False(t, e.mr.Exists("things:{42}:lease"), "a successful fill releases its lease")
@@ -159,7 +160,7 @@ func TestUnreadableEntryIsReadFromSourceAndReplaced(t *testing.T) {
 	v, err := e.a.Get(context.Background(), "5", returns(&calls, 5))
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 5}, v)
-	raw, _ := e.mr.Get("things:{5}")
+	raw, _ := e.entry("things:{5}")
 	assert.JSONEq(t, `{"v":5}`, raw)
 }
 
@@ -178,7 +179,7 @@ func TestInvalidateMakesNextGetLoadFresh(t *testing.T) {
 	v, err := e.a.Get(ctx, "1", returns(&calls, 2))
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 2}, v)
-	raw, _ := e.mr.Get("things:{1}")
+	raw, _ := e.entry("things:{1}")
 	assert.JSONEq(t, `{"v":2}`, raw)
 }
 
@@ -216,7 +217,7 @@ func TestFillRefusedWhenWriteInvalidatedDuringLoad(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 2}, v)
 	assert.EqualValues(t, 1, calls.Load())
-	raw, _ := e.mr.Get("things:{1}")
+	raw, _ := e.entry("things:{1}")
 	assert.JSONEq(t, `{"v":2}`, raw)
 }
 
@@ -350,7 +351,7 @@ func TestPendingDeleteBypassesCache(t *testing.T) {
 	assert.Equal(t, 1.0, metric(t, e.reg, "cache_pending_deletes"))
 
 	require.NoError(t, e.mr.Restart())
-	raw, err := e.mr.Get("things:{1}")
+	raw, err := e.entry("things:{1}")
 	require.NoError(t, err)
 	require.JSONEq(t, `{"v":1}`, raw, "Redis still holds the copy older than the write")
 
@@ -361,7 +362,7 @@ func TestPendingDeleteBypassesCache(t *testing.T) {
 		assert.Equal(t, float64(i+1), e.requests(t, "pending_delete"))
 	}
 	assert.EqualValues(t, 5, calls.Load(), "each pending read goes to the source")
-	raw, _ = e.mr.Get("things:{1}")
+	raw, _ = e.entry("things:{1}")
 	assert.JSONEq(t, `{"v":1}`, raw, "a pending read does not fill")
 
 	// Other keys still use the cache.
@@ -397,7 +398,7 @@ func TestPendingDeleteIsRetriedWhenRedisReturns(t *testing.T) {
 	// The stale copy is gone (any copy now is a fill made after the delete), and reads use
 	// the cache again.
 	_, _ = e.a.Get(ctx, "1", returns(&calls, 2))
-	raw, err := e.mr.Get("things:{1}")
+	raw, err := e.entry("things:{1}")
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"v":2}`, raw)
 	hits := e.requests(t, "hit")
@@ -421,7 +422,7 @@ func TestDisabledBypassesReadsButInvalidateStillDeletes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 2}, v, "a disabled cache reads the source")
 	assert.Equal(t, 1.0, e.requests(t, "disabled"))
-	raw, _ := e.mr.Get("things:{1}")
+	raw, _ := e.entry("things:{1}")
 	assert.JSONEq(t, `{"v":1}`, raw, "a disabled read does not fill")
 
 	// A write while disabled still deletes, so switching back on cannot uncover v1.
@@ -478,8 +479,24 @@ func (h delHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
+
+// The background retry sends its deletes as a pipeline (go-redis's own connection set-up
+// pipelines pass through untouched).
 func (h delHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "del" }) {
+			return next(ctx, cmds)
+		}
+		select {
+		case h.retrying <- struct{}{}:
+		case <-h.done:
+		}
+		select {
+		case <-h.proceed:
+		case <-h.done:
+		}
+		return next(ctx, cmds)
+	}
 }
 
 // A delete that fails again while its retry is in flight stays pending: the retry may have

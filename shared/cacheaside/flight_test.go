@@ -133,7 +133,7 @@ func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 	rc := <-c
 	require.NoError(t, rc.err)
 	assert.Equal(t, item{V: 3}, rc.v)
-	raw, _ := e.mr.Get("things:{1}")
+	raw, _ := e.entry("things:{1}")
 	assert.JSONEq(t, `{"v":3}`, raw)
 }
 

@@ -165,3 +165,10 @@ func waitFlightWaiters(t *testing.T, n int) {
 	ok := assert.Eventually(t, func() bool { got = flightWaiters(); return got == n }, 5*time.Second, time.Millisecond)
 	require.True(t, ok, "want %d callers waiting in flights.do, have %d", n, got)
 }
+
+// entry is the value Redis holds for key, without the generation it was read under.
+func (e *env) entry(key string) (string, error) {
+	raw, err := e.mr.Get(key)
+	_, v, _ := strings.Cut(raw, "|")
+	return v, err
+}

@@ -10,16 +10,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sysdesign-course/course/shared/cacheaside"
+	"github.com/sysdesign-course/course/shared/pgdb"
 )
 
 // Cached is a Store whose users and profiles are read through Redis (cache-aside), and
 // whose writes delete the cached copies after Postgres committed and before the write is
 // acknowledged. Lists and message pages are not cached.
 //
-// A user's own fields are never served older than an acknowledged write. A profile's rank
-// also depends on other users: after a delete (which takes the user's messages with it)
-// other users' cached ranks may lag by up to the cache's TTL. Ranks are the kind of
-// figure a product lets lag; the chapter discusses when that is acceptable.
+// Nothing is served older than an acknowledged write, ranks included: a profile's rank
+// depends on every user's message count, so deleting a user who had messages moves the
+// profiles cache to a new generation (every cached profile becomes a miss). Creating a
+// user (no messages) or renaming one changes no one else's rank.
 type Cached struct {
 	*Store
 	users    *cacheaside.Aside[User]
@@ -77,10 +78,15 @@ func (c *Cached) Update(ctx context.Context, id int64, in Input) (User, error) {
 	return u, err
 }
 
-// Delete removes the user from Postgres, then the cached copies.
+// Delete removes the user from Postgres, then the cached copies; if the user had
+// messages, other users' ranks moved, so every cached profile goes too (also when the
+// outcome is unknown: a failure after the commit).
 func (c *Cached) Delete(ctx context.Context, id int64) error {
-	err := c.Store.Delete(ctx, id)
+	messages, err := c.Store.Delete(ctx, id)
 	c.invalidate(ctx, id)
+	if messages > 0 || (err != nil && !pgdb.IsNotFound(err)) {
+		c.profiles.InvalidateAll(ctx)
+	}
 	return err
 }
 

@@ -160,14 +160,15 @@ func (s *Store) Update(ctx context.Context, id int64, in Input) (User, error) {
 	return u, taken(err)
 }
 
-// Delete removes a user and, by the foreign key's cascade, their messages; pgx.ErrNoRows
-// if there is no such user.
-func (s *Store) Delete(ctx context.Context, id int64) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
-	if err == nil && tag.RowsAffected() == 0 {
-		return pgx.ErrNoRows
-	}
-	return err
+// Delete removes a user and, by the foreign key's cascade, their messages, and says how
+// many messages went (other users' ranks change when that is not zero); pgx.ErrNoRows if
+// there is no such user. RETURNING's subquery sees the messages as they were before the
+// statement, so before the cascade.
+func (s *Store) Delete(ctx context.Context, id int64) (messages int64, err error) {
+	err = s.pool.QueryRow(ctx,
+		`DELETE FROM users WHERE id = $1 RETURNING (SELECT count(*) FROM messages WHERE user_id = $1)`, id,
+	).Scan(&messages)
+	return messages, err
 }
 
 // ErrTaken is a write refused because another user has that username or email.
