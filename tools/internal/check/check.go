@@ -129,7 +129,9 @@ func (e *Env) Send(ctx context.Context, series, method, path, body string) (*Res
 			return r, nil
 		}
 	}
-	e.Timeline.Record(series, start, time.Since(start), true)
+	if ctx.Err() == nil { // a request the step itself gave up on is not the stack's failure
+		e.Timeline.Record(series, start, time.Since(start), true)
+	}
 	return nil, err
 }
 
