@@ -55,10 +55,27 @@ func RoundOf(ctx context.Context, m *Measurement, op load.Op, workers, warmupN, 
 		load.Options{Workers: workers, Requests: n, Duration: d})
 }
 
+// Warmup runs op for d and drops the numbers: it opens the connections, fills caches and
+// lets the server's runtime settle. Round does it for you; a bench that samples the
+// stack's own counters calls it, samples, then Measure.
+func Warmup(ctx context.Context, op load.Op, workers int, d time.Duration) error {
+	_, err := load.Run(ctx, load.Options{Workers: workers, Duration: d}, op)
+	return err
+}
+
+// Measure is Round without the warm-up.
+func Measure(ctx context.Context, m *Measurement, op load.Op, workers int, d time.Duration) (float64, error) {
+	return run(ctx, m, op, load.Options{Workers: workers, Duration: d})
+}
+
 func measure(ctx context.Context, m *Measurement, op load.Op, warmup, o load.Options) (float64, error) {
 	if _, err := load.Run(ctx, warmup, op); err != nil {
 		return 0, err
 	}
+	return run(ctx, m, op, o)
+}
+
+func run(ctx context.Context, m *Measurement, op load.Op, o load.Options) (float64, error) {
 	cpu0 := cpuTime()
 	res, err := load.Run(ctx, o, op)
 	if err != nil {
