@@ -104,7 +104,7 @@ type Aside[V any] struct {
 
 	mu      sync.Mutex
 	enabled bool
-	pending map[string]uint64 // keys whose delete failed, with the failure's sequence number
+	pending map[string]uint64 // keys whose delete failed (genKey: a failed bump), with the failure's sequence number
 	seq     uint64
 
 	stop chan struct{}

@@ -462,11 +462,19 @@ type delHook struct {
 func (h delHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h delHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "del" {
-			if ctx.Value(writerCtx{}) != nil {
-				cmd.SetErr(errors.New("i/o timeout"))
-				return cmd.Err()
-			}
+		if cmd.Name() == "del" && ctx.Value(writerCtx{}) != nil {
+			cmd.SetErr(errors.New("i/o timeout"))
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// The background retry sends its deletes as a pipeline: each one is announced on
+// retrying and held until proceed (go-redis's own connection set-up pipelines pass).
+func (h delHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "del" }) {
 			select {
 			case h.retrying <- struct{}{}:
 			case <-h.done:
@@ -475,25 +483,6 @@ func (h delHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			case <-h.proceed:
 			case <-h.done:
 			}
-		}
-		return next(ctx, cmd)
-	}
-}
-
-// The background retry sends its deletes as a pipeline (go-redis's own connection set-up
-// pipelines pass through untouched).
-func (h delHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "del" }) {
-			return next(ctx, cmds)
-		}
-		select {
-		case h.retrying <- struct{}{}:
-		case <-h.done:
-		}
-		select {
-		case <-h.proceed:
-		case <-h.done:
 		}
 		return next(ctx, cmds)
 	}
