@@ -50,7 +50,6 @@ func main() {
 		log.Error("cache", "err", err)
 		os.Exit(2)
 	}
-	defer store.Close()
 	slowquery.Register(srv.Echo)
 	users.Register(srv.Echo, store, cfg.DB.QueryTimeout, log)
 	users.RegisterWrites(srv.Echo, store, cfg.DB.QueryTimeout, log)
@@ -63,7 +62,9 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	if err := srv.Run(ctx); err != nil {
+	err = srv.Run(ctx)
+	store.Close() // one last try at the invalidations Redis refused, before the process goes
+	if err != nil {
 		log.Error("server stopped", "err", err)
 		os.Exit(1)
 	}

@@ -204,7 +204,7 @@ func benchTable(p bench.Params, sides [][2]*side) report.Table {
 	}
 	t.Notes = append(t.Notes,
 		"CPU is a share of one core over the measured part of each round (servers: all replicas summed); the machine has 2 cores for everything, the load generator included.",
-		"a primary-key read costs Postgres about as little as a Redis GET, so nginx and HTTP bound both sides; the profile's rank costs Postgres tens of milliseconds, which the cache saves on every hit.")
+		"a primary-key read costs Postgres about as little as a Redis read, so nginx and HTTP bound both sides; the profile's rank costs Postgres tens of milliseconds, which the cache saves on every hit.")
 	return t
 }
 
