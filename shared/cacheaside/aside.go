@@ -63,8 +63,10 @@ type Config struct {
 
 func (c Config) validate() error {
 	switch {
-	case c.TTL <= 0 || c.NotFoundTTL <= 0 || c.LoadTimeout <= 0 || c.BreakFor <= 0 || c.RetryEvery <= 0:
-		return errors.New("cache TTLs, load timeout, break and retry intervals must be positive")
+	case c.TTL <= 0 || c.LoadTimeout <= 0 || c.BreakFor <= 0 || c.RetryEvery <= 0:
+		return errors.New("cache TTL, load timeout, break and retry intervals must be positive")
+	case c.NotFoundTTL < time.Millisecond || float64(c.TTL)*(1-c.Jitter) < float64(time.Millisecond):
+		return errors.New("cache TTLs must be at least 1 ms (Redis stores milliseconds)")
 	case c.Jitter < 0 || c.Jitter >= 1:
 		return fmt.Errorf("CACHE_TTL_JITTER must be in [0, 1), got %g", c.Jitter)
 	case c.BreakAfter < 1:
@@ -77,10 +79,12 @@ func (c Config) validate() error {
 // have. Values are JSON, which never starts with this byte.
 const notFoundMarker = "\x00not-found"
 
-// fill stores a value only while the reader's lease is still there: a delete since the
-// lease was taken means the value read may predate a write.
+// fill stores a value only while the reader's lease is still there (a delete since the
+// lease was taken means the value read may predate a write) and the generation is still
+// the one it was read under (a bump means the same; and after a Redis restart the counter
+// starts again from 0, so an old number could otherwise come round again).
 var fill = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then
+if redis.call('GET', KEYS[2]) == ARGV[1] and (redis.call('GET', KEYS[3]) or '0') == ARGV[4] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   redis.call('DEL', KEYS[2])
   return 1
@@ -107,8 +111,9 @@ type Aside[V any] struct {
 	pending map[string]uint64 // keys whose delete failed (genKey: a failed bump), with the failure's sequence number
 	seq     uint64
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns a cache named name (the key prefix and the metrics' "cache" label). A load
@@ -130,10 +135,8 @@ func New[V any](name string, rdb redis.Cmdable, notFound error, cfg Config, reg 
 		MaxRequests: 1, // one probe while half-open
 		Timeout:     cfg.BreakFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakAfter },
-		// A miss is an answer, and a caller that hung up says nothing about Redis.
-		IsSuccessful: func(err error) bool {
-			return err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled)
-		},
+		// A caller that hung up says nothing about Redis either way.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			a.log.Warn("redis circuit breaker", "from", from.String(), "to", to.String())
 			m.breaker.Set(float64(to))
@@ -146,9 +149,11 @@ func New[V any](name string, rdb redis.Cmdable, notFound error, cfg Config, reg 
 // Close stops retrying failed deletes, after one last try: a delete left undone would
 // leave a copy older than its write until the TTL ends.
 func (a *Aside[V]) Close() {
-	close(a.stop)
-	<-a.done
-	a.retryPending()
+	a.closeOnce.Do(func() {
+		close(a.stop)
+		<-a.done
+		a.retryPending()
+	})
 }
 
 // Enabled reports whether reads use the cache.
@@ -163,8 +168,8 @@ func (a *Aside[V]) Enabled() bool {
 func (a *Aside[V]) SetEnabled(on bool) {
 	a.mu.Lock()
 	a.enabled = on
-	a.mu.Unlock()
 	a.m.setEnabled(on)
+	a.mu.Unlock()
 	a.log.Info("cache switched", "enabled", on)
 }
 
@@ -280,9 +285,13 @@ func (a *Aside[V]) loadAndFill(key, gen string, load func(context.Context) (V, e
 		a.m.fills.WithLabelValues("no_lease").Inc()
 		return v, err
 	}
+	// The fill gets its own deadline: a load that used most of LoadTimeout must not leave
+	// it none (and count as a Redis failure).
+	fctx, fcancel := context.WithTimeout(context.Background(), time.Second)
+	defer fcancel()
 	var stored int64
-	ferr := a.redis(ctx, func(ctx context.Context) (e error) {
-		stored, e = fill.Run(ctx, a.rdb, []string{key, lease}, token, gen+"|"+payload, ttl.Milliseconds()).Int64()
+	ferr := a.redis(fctx, func(fctx context.Context) (e error) {
+		stored, e = fill.Run(fctx, a.rdb, []string{key, lease, a.genKey}, token, gen+"|"+payload, ttl.Milliseconds(), gen).Int64()
 		return e
 	})
 	switch {
@@ -291,7 +300,7 @@ func (a *Aside[V]) loadAndFill(key, gen string, load func(context.Context) (V, e
 	case stored == 1:
 		a.m.fills.WithLabelValues("stored").Inc()
 	default:
-		a.m.fills.WithLabelValues("lease_lost").Inc() // a write deleted the key meanwhile
+		a.m.fills.WithLabelValues("lease_lost").Inc() // a write, or a newer reader, came first
 	}
 	return v, err
 }
@@ -303,44 +312,54 @@ func (a *Aside[V]) ttl() time.Duration {
 }
 
 // Invalidate deletes id's copy and any reader's lease on it. Call it after the write to the
-// source committed and before acknowledging the write. If Redis cannot be reached the
-// delete is retried in the background, and this process reads id from the source until
-// it succeeds.
+// source committed and before acknowledging the write. It always asks Redis, whatever the
+// breaker says: the breaker is this process's view, and a delete skipped because of it
+// would leave the other replicas serving the old copy; a write can afford Redis's
+// timeout. If Redis cannot be reached the delete is retried in the background, and this
+// process reads id from the source until it succeeds.
 func (a *Aside[V]) Invalidate(ctx context.Context, id string) {
 	key := a.key(id)
 	ctx = context.WithoutCancel(ctx) // a client that hangs up must not leave a stale copy
-	err := a.redis(ctx, func(ctx context.Context) error { return a.rdb.Del(ctx, key, leaseKey(key)).Err() })
+	err := a.rdb.Del(ctx, key, leaseKey(key)).Err()
 	if err == nil {
 		a.m.invalidations.WithLabelValues("deleted").Inc()
 		return
 	}
-	a.defer_(key, err)
+	a.deferInvalidation(key, err)
 }
 
 // InvalidateAll makes every cached value a miss, by moving to the next generation: for a
 // write that changes what other ids' values were computed from. Call it, like Invalidate,
-// after the source committed and before acknowledging. If Redis cannot be reached, the
+// after the source committed and before acknowledging; like Invalidate, it always asks Redis. If Redis cannot be reached, the
 // bump is retried in the background and this process reads everything from the source
 // until it succeeds.
 func (a *Aside[V]) InvalidateAll(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
-	err := a.redis(ctx, func(ctx context.Context) error { return a.rdb.Incr(ctx, a.genKey).Err() })
+	err := a.rdb.Incr(ctx, a.genKey).Err()
 	if err == nil {
 		a.m.invalidations.WithLabelValues("generation").Inc()
 		return
 	}
-	a.defer_(a.genKey, err)
+	a.deferInvalidation(a.genKey, err)
 }
 
-// defer_ records a delete (or, for genKey, a generation bump) for the background retry.
-func (a *Aside[V]) defer_(key string, err error) {
+// maxPending bounds the deferred deletes; past it they collapse into one generation bump,
+// which invalidates every key at once.
+const maxPending = 10000
+
+// deferInvalidation records a delete (or, for genKey, a generation bump) for the
+// background retry.
+func (a *Aside[V]) deferInvalidation(key string, err error) {
 	a.mu.Lock()
 	a.seq++
+	if len(a.pending) >= maxPending {
+		clear(a.pending)
+		key = a.genKey
+	}
 	a.pending[key] = a.seq
-	n := len(a.pending)
+	a.m.pending.Set(float64(len(a.pending)))
 	a.mu.Unlock()
 	a.m.invalidations.WithLabelValues("deferred").Inc()
-	a.m.pending.Set(float64(n))
 	a.log.Warn("cache invalidation failed; retrying it in the background", "key", key, "err", err)
 }
 
@@ -405,9 +424,9 @@ func (a *Aside[V]) retryPending() {
 		}
 	}
 	n := len(a.pending)
+	a.m.pending.Set(float64(n))
 	a.mu.Unlock()
 	a.m.invalidations.WithLabelValues("retried").Add(float64(len(batch)))
-	a.m.pending.Set(float64(n))
 	a.log.Info("deferred cache invalidations done", "keys", len(batch), "still_pending", n)
 }
 

@@ -267,7 +267,10 @@ func TestCanceledCallerDoesNotTripBreaker(t *testing.T) {
 }
 
 func TestRedisDownFallsBackThenBreakerOpensAndCloses(t *testing.T) {
-	e := newEnv(t, nil) // BreakAfter 3, BreakFor 50ms
+	// BreakFor long enough that a stall of a loaded machine under -race cannot half-open the
+	// breaker before the fourth read.
+	const breakFor = 500 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.BreakFor = breakFor }) // BreakAfter 3
 	ctx := context.Background()
 	var calls atomic.Int64
 	e.mr.Close()
@@ -290,7 +293,7 @@ func TestRedisDownFallsBackThenBreakerOpensAndCloses(t *testing.T) {
 
 	// Redis is back; once BreakFor has passed, the next read probes it and closes the breaker.
 	require.NoError(t, e.mr.Restart())
-	time.Sleep(testConfig().BreakFor + 10*time.Millisecond)
+	time.Sleep(breakFor + 10*time.Millisecond)
 	v, err = e.a.Get(ctx, "1", returns(&calls, 2))
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 2}, v)

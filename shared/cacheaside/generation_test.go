@@ -78,3 +78,43 @@ func TestFailedInvalidateAllBypassesEveryKeyUntilRetried(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, item{V: 3}, v, "the copy from before the bump is not served")
 }
+
+// After a Redis restart the generation counts from 0 again, so a number seen before the
+// restart can come round again; a fill read under it must not land meanwhile.
+func TestFillFromBeforeARedisRestartIsRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	e.a.InvalidateAll(ctx)
+	e.a.InvalidateAll(ctx) // generation 2
+	_, err := e.a.Get(ctx, "1", func(context.Context) (item, error) {
+		e.mr.FlushAll() // Redis restarts, empty, while this read of generation 2 is in Postgres
+		return item{V: 1}, nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, e.fills(t, "lease_lost"))
+	e.a.InvalidateAll(ctx)
+	e.a.InvalidateAll(ctx) // two acknowledged writes bring the counter back to 2
+	var calls atomic.Int64
+	v, err := e.a.Get(ctx, "1", returns(&calls, 3))
+	require.NoError(t, err)
+	assert.Equal(t, item{V: 3}, v, "the value read before the restart is not served")
+}
+
+// A write's delete goes to Redis even while this process's breaker is open: the other
+// replicas may be reading Redis, and must not keep the old copy.
+func TestInvalidateIgnoresTheBreaker(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.BreakFor = time.Hour })
+	ctx := context.Background()
+	var calls atomic.Int64
+	e.mr.Close()
+	for range 3 {
+		_, err := e.a.Get(ctx, "1", returns(&calls, 1))
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2.0, metric(t, e.reg, "cache_breaker_state"), "open")
+	require.NoError(t, e.mr.Restart())
+	require.NoError(t, e.mr.Set("things:{1}", "0|{\"v\":1}"))
+	e.a.Invalidate(ctx, "1")
+	assert.Equal(t, 1.0, e.invalidations(t, "deleted"))
+	assert.False(t, e.mr.Exists("things:{1}"))
+}

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		collapsed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cache_collapsed_total", ConstLabels: l,
 			Help: "Misses answered by another request's read of the source instead of their own."}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cache_fills_total", ConstLabels: l,
-			Help: "Values written to Redis after a miss: stored, lease_lost (a write came first), no_lease or error."}, []string{"result"}),
+			Help: "Values written to Redis after a miss: stored, lease_lost (a write or a newer reader came first), no_lease or error."}, []string{"result"}),
 		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cache_invalidations_total", ConstLabels: l,
 			Help: "Invalidations after writes: deleted (one key) or generation (every key) at once, deferred (Redis failed), retried (a deferred one done)."}, []string{"result"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cache_pending_deletes", ConstLabels: l,

@@ -114,7 +114,9 @@ func IsUnavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (incl. timeouts)
+		// connection exception, transaction rollback (deadlock, serialization: retry),
+		// insufficient resources, operator intervention (incl. timeouts)
+		case "08", "40", "53", "57":
 			return true
 		}
 		return false

@@ -22,7 +22,7 @@ import (
 // profiles cache to a new generation (every cached profile becomes a miss). Creating a
 // user (no messages) or renaming one changes no one else's rank.
 type Cached struct {
-	*Store
+	store    *Store
 	users    *cacheaside.Aside[User]
 	profiles *cacheaside.Aside[Profile]
 }
@@ -38,7 +38,7 @@ func NewCached(store *Store, rdb redis.Cmdable, cfg cacheaside.Config, reg prome
 		u.Close()
 		return nil, err
 	}
-	return &Cached{Store: store, users: u, profiles: p}, nil
+	return &Cached{store: store, users: u, profiles: p}, nil
 }
 
 // Caches are the switches GET and PUT /admin/cache act on.
@@ -50,19 +50,29 @@ func (c *Cached) Close() {
 	c.profiles.Close()
 }
 
+// List is not cached: pages change with every create and delete.
+func (c *Cached) List(ctx context.Context, after int64, limit int) ([]User, error) {
+	return c.store.List(ctx, after, limit)
+}
+
+// Messages is not cached.
+func (c *Cached) Messages(ctx context.Context, userID, after int64, limit int) (User, []Message, error) {
+	return c.store.Messages(ctx, userID, after, limit)
+}
+
 // Get reads a user through the cache.
 func (c *Cached) Get(ctx context.Context, id int64) (User, error) {
-	return c.users.Get(ctx, key(id), func(ctx context.Context) (User, error) { return c.Store.Get(ctx, id) })
+	return c.users.Get(ctx, key(id), func(ctx context.Context) (User, error) { return c.store.Get(ctx, id) })
 }
 
 // Profile reads a profile through the cache.
 func (c *Cached) Profile(ctx context.Context, id int64) (Profile, error) {
-	return c.profiles.Get(ctx, key(id), func(ctx context.Context) (Profile, error) { return c.Store.Profile(ctx, id) })
+	return c.profiles.Get(ctx, key(id), func(ctx context.Context) (Profile, error) { return c.store.Profile(ctx, id) })
 }
 
 // Create inserts, then deletes any cached "not found" for the new id.
 func (c *Cached) Create(ctx context.Context, in Input) (User, error) {
-	u, err := c.Store.Create(ctx, in)
+	u, err := c.store.Create(ctx, in)
 	if err == nil {
 		c.invalidate(ctx, u.ID)
 	}
@@ -73,7 +83,7 @@ func (c *Cached) Create(ctx context.Context, in Input) (User, error) {
 // write failed: a failure after the commit left nothing to say it did not happen, and
 // a needless delete costs one miss.
 func (c *Cached) Update(ctx context.Context, id int64, in Input) (User, error) {
-	u, err := c.Store.Update(ctx, id, in)
+	u, err := c.store.Update(ctx, id, in)
 	c.invalidate(ctx, id)
 	return u, err
 }
@@ -82,7 +92,7 @@ func (c *Cached) Update(ctx context.Context, id int64, in Input) (User, error) {
 // messages, other users' ranks moved, so every cached profile goes too (also when the
 // outcome is unknown: a failure after the commit).
 func (c *Cached) Delete(ctx context.Context, id int64) error {
-	messages, err := c.Store.Delete(ctx, id)
+	messages, err := c.store.Delete(ctx, id)
 	c.invalidate(ctx, id)
 	if messages > 0 || (err != nil && !pgdb.IsNotFound(err)) {
 		c.profiles.InvalidateAll(ctx)

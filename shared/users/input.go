@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/mail"
 	"regexp"
@@ -63,8 +64,10 @@ func (in Input) Validate() error {
 // fields, strings where strings belong. Every refusal is a 4xx that says why.
 func decodeInput(c echo.Context) (Input, error) {
 	var in Input
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
-		return in, echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json, got "+ct)
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {
+			return in, echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json, got "+ct)
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxBody))
 	var tooBig *http.MaxBytesError
