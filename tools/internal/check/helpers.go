@@ -13,11 +13,19 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/load"
 )
 
-// Request names one request a step sends, with its JSON body if it has one.
-type Request struct{ Method, Path, Body string }
+// Request names one request a step sends, with its JSON body if it has one, and the
+// status it must get if one in particular (ClientErrors otherwise accepts any 4xx).
+type Request struct {
+	Method, Path, Body string
+	Want               int
+}
+
+// Wants sets the one status r must get.
+func (r Request) Wants(status int) Request { r.Want = status; return r }
 
 // ClientErrors sends every request at once and returns, sorted, a line for each that did
-// not get a 4xx with a JSON {"error": "..."} body within 5 s (a 5xx, a hang, plain text).
+// not get a 4xx (its Want, if set) with a JSON {"error": "..."} body within 5 s (a 5xx, a
+// hang, plain text).
 func ClientErrors(ctx context.Context, e *Env, reqs []Request) []string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -31,8 +39,11 @@ func ClientErrors(ctx context.Context, e *Env, reqs []Request) []string {
 			switch {
 			case err != nil:
 				got = "no answer: " + load.Classify(err)
-			case resp.Status < 400 || resp.Status > 499:
+			case resp.Status < 400 || resp.Status > 499, r.Want != 0 && resp.Status != r.Want:
 				got = fmt.Sprintf("%d %s", resp.Status, Short(resp.Body))
+				if r.Want != 0 {
+					got += fmt.Sprintf(" (want %d)", r.Want)
+				}
 			case !IsJSON(resp.Header) || !HasError(resp.Body):
 				got = fmt.Sprintf("%d with body %s", resp.Status, Short(resp.Body))
 			}

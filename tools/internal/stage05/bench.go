@@ -182,9 +182,9 @@ func benchTable(p bench.Params, sides [][2]*side) report.Table {
 	pct := func(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }
 	for _, pair := range sides {
 		for _, sd := range pair {
-			hit := "-"
-			if sd.reads > 0 && sd.hits > 0 {
-				hit = pct(sd.hits / sd.reads)
+			hit := "-" // the cache is off: nothing to count
+			if strings.HasSuffix(sd.m.Name, "cache on") {
+				hit = pct(sd.hits / max(sd.reads, 1))
 			}
 			t.Rows = append(t.Rows, []string{sd.m.Name, fmt.Sprintf("%.0f", sd.m.ReqPerSec()), fmt.Sprintf("%.2f", sd.m.P(50)),
 				fmt.Sprintf("%.2f", sd.m.P(99)), fmt.Sprint(sd.m.Failed), fmt.Sprintf("%.0f", sd.perSec(sd.queries)), hit,
@@ -195,9 +195,9 @@ func benchTable(p bench.Params, sides [][2]*side) report.Table {
 		on, off := pair[0], pair[1]
 		ratios := make([]float64, len(on.rps))
 		for i := range on.rps {
-			ratios[i] = on.rps[i] / off.rps[i]
+			ratios[i] = on.rps[i] / max(off.rps[i], 1e-9) // Round fails a side with no success
 		}
-		fewer := 1 - on.perSec(on.queries)/on.m.ReqPerSec()/(off.perSec(off.queries)/off.m.ReqPerSec())
+		fewer := 1 - (on.queries/max(on.m.ReqPerSec()*on.wall.Seconds(), 1))/max(off.queries/max(off.m.ReqPerSec()*off.wall.Seconds(), 1), 1e-9)
 		name, _, _ := strings.Cut(on.m.Name, ",")
 		t.Notes = append(t.Notes, fmt.Sprintf("%s: cache on / off throughput x%.1f (median of per-round ratios %s); %.1f%% fewer database queries per request; Postgres CPU %s -> %s of a core",
 			name, bench.Median(ratios), bench.Floats(ratios), 100*fewer, pct(off.cores("postgres")), pct(on.cores("postgres"))))

@@ -71,7 +71,7 @@ func Steps(p Params, s Stack) []check.Step {
 			Name: "crud", Title: "users are a REST resource: POST creates (201), GET reads, PUT updates, DELETE removes (204), then 404",
 			Doc:  doc + "#the-users-resource",
 			Hint: "the routes are in shared/users/handlers.go (RegisterWrites); the stage-05 server registers them in stages/05-cache/server/main.go.",
-			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return crud(ctx, e, led) },
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return crud(ctx, e, p, s, led) },
 		},
 		{
 			Name: "bad-input", Title: "bad bodies and ids get a 4xx with a JSON error (duplicates 409, unknown ids 404), never a 5xx",
@@ -84,6 +84,12 @@ func Steps(p Params, s Stack) []check.Step {
 			Doc:  doc + "#invalidation-delete-after-the-write",
 			Hint: "a write must commit in Postgres and then delete the key (and its lease) before it is acknowledged; a fill must not land after a delete: see Invalidate and loadAndFill in shared/cacheaside/aside.go.",
 			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return readAfterWrite(ctx, e, p, s, led) },
+		},
+		{
+			Name: "rank-after-delete", Title: "deleting a user who had messages moves other users' ranks at once, on every replica",
+			Doc:  doc + "#ranks-a-value-that-depends-on-other-rows",
+			Hint: "a profile's rank depends on every user's message count: Cached.Delete must move the profiles cache to a new generation (InvalidateAll) when the deleted user had messages; see shared/users/cached.go.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return rankAfterDelete(ctx, e, p, s, led) },
 		},
 		{
 			Name: "hit-ratio", Title: fmt.Sprintf("under skewed load (most reads on %d hot users) at least %.0f%% of reads are cache hits", hotUsers, 100*p.MinHitRatio),
@@ -169,7 +175,11 @@ func decode(r *check.Response) (user, error) {
 	return u, err
 }
 
-func crud(ctx context.Context, e *check.Env, led *ledger) check.Verdict {
+func crud(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
 	expect := func(what string, r *check.Response, err error, status int) string {
 		switch {
 		case err != nil:
@@ -202,11 +212,10 @@ func crud(ctx context.Context, e *check.Env, led *ledger) check.Verdict {
 		return check.Failed("PUT "+path+" answers 200 with the updated user", bad)
 	}
 	led.ack(u.ID, state{username: name2, email: mail})
-	for range 6 { // twice per replica behind nginx's round robin
-		r, err = e.Get(ctx, "crud", path)
-		if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), name2) {
-			return check.Failed("every GET after the PUT returns "+name2, fmt.Sprintf("%s from %s", statusOf(r, err), servedBy(r)))
-		}
+	if bad := everyReplica(ctx, e, replicas, path, func(r *check.Response) bool {
+		return r.Status == 200 && strings.Contains(string(r.Body), name2)
+	}); bad != "" {
+		return check.Failed("every replica's GET after the PUT returns "+name2, bad)
 	}
 	if r, err = e.Get(ctx, "crud", path+"/profile"); err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"rank"`) {
 		return check.Failed("GET "+path+"/profile returns the user with messages and rank", statusOf(r, err))
@@ -216,13 +225,58 @@ func crud(ctx context.Context, e *check.Env, led *ledger) check.Verdict {
 		return check.Failed("DELETE "+path+" answers 204 No Content", bad)
 	}
 	led.ack(u.ID, state{deleted: true})
-	for _, req := range []check.Request{check.Get(path), check.Get(path), check.Get(path), check.Get(path + "/profile"), check.Delete(path), check.PutJSON(path, body(name, mail))} {
+	if bad := everyReplica(ctx, e, replicas, path, func(r *check.Response) bool { return r.Status == http.StatusNotFound }); bad != "" {
+		return check.Failed("404 for the deleted user, on every replica", bad)
+	}
+	for _, req := range []check.Request{check.Get(path + "/profile"), check.Delete(path), check.PutJSON(path, body(name, mail))} {
 		r, err = e.Send(ctx, "crud", req.Method, req.Path, req.Body)
 		if bad := expect(req.Method+" "+req.Path+" after DELETE", r, err, http.StatusNotFound); bad != "" {
-			return check.Failed("404 for the deleted user, on every replica", bad)
+			return check.Failed("404 for the deleted user", bad)
 		}
 	}
-	return check.Passed("user %d created (201, Location), read, updated, read on every replica, deleted (204), then 404 for GET, profile, DELETE and PUT", u.ID)
+
+	// Create after a cached 404: every replica has just been told id+1 does not exist; the
+	// next POST should get that id, and then every replica must serve it.
+	next := "/users/" + strconv.FormatInt(u.ID+1, 10)
+	if bad := everyReplica(ctx, e, replicas, next, func(r *check.Response) bool { return r.Status == http.StatusNotFound }); bad != "" {
+		return check.Failed("404 for "+next+", not created yet", bad)
+	}
+	name3 := led.name(0, 2)
+	r, err = e.Send(ctx, "crud", http.MethodPost, "/users", body(name3, name3+"@example.com"))
+	if bad := expect("POST /users", r, err, http.StatusCreated); bad != "" {
+		return check.Failed("POST /users answers 201 Created", bad)
+	}
+	u3, _ := decode(r)
+	led.ack(u3.ID, state{username: name3, email: name3 + "@example.com"})
+	created := "not checked: another client took that id"
+	if u3.ID == u.ID+1 {
+		if bad := everyReplica(ctx, e, replicas, next, func(r *check.Response) bool { return r.Status == 200 }); bad != "" {
+			return check.Failed("every replica serves a user created after its id was read as 404 (the cached not-found is deleted)", bad)
+		}
+		created = "served at once everywhere"
+	}
+	if r, err = e.Do(ctx, "crud", http.MethodDelete, "/users/"+strconv.FormatInt(u3.ID, 10)); err == nil && r.Status == http.StatusNoContent {
+		led.ack(u3.ID, state{deleted: true})
+	}
+	return check.Passed("user %d created (201, Location), read, updated, read on all %d replicas, deleted (204), then 404 everywhere for GET, profile, DELETE and PUT; user %d created after its id was read as 404: %s",
+		u.ID, len(replicas), u3.ID, created)
+}
+
+// everyReplica GETs path through the balancer until every replica has answered (at most
+// 12 tries per replica) and returns "" if each answer satisfied ok, else what was wrong.
+func everyReplica(ctx context.Context, e *check.Env, replicas []string, path string, ok func(*check.Response) bool) string {
+	seen := map[string]int{}
+	for range 12 * len(replicas) {
+		r, err := e.Get(ctx, "crud", path)
+		if err != nil || !ok(r) {
+			return fmt.Sprintf("GET %s: %s from %s", path, statusOf(r, err), servedBy(r))
+		}
+		seen[r.Header.Get("X-Served-By")]++
+		if len(absent(replicas, seen)) == 0 {
+			return ""
+		}
+	}
+	return fmt.Sprintf("GET %s never reached %s", path, strings.Join(absent(replicas, seen), ", "))
 }
 
 func badInput(ctx context.Context, e *check.Env) check.Verdict {
@@ -241,18 +295,18 @@ func badInput(ctx context.Context, e *check.Env) check.Verdict {
 		check.PostJSON("/users", `{"username": "x", "email": "x@example.com"} {}`),
 		check.PostJSON("/users", `{"username": "`+strings.Repeat("z", 5000)+`", "email": "z@example.com"}`),
 		check.Post("/users"),
-		check.PostJSON("/users", body("user00001", "someone-new@example.com")), // taken username: 409
-		check.PostJSON("/users", body("someone-new", "user00001@example.com")), // taken email: 409
-		check.PutJSON("/users/2", body("user00001", "user00002@example.com")),  // taken by user 1: 409
+		check.PostJSON("/users", body("user00001", "someone-new@example.com")).Wants(http.StatusConflict), // taken username
+		check.PostJSON("/users", body("someone-new", "user00001@example.com")).Wants(http.StatusConflict), // taken email
+		check.PutJSON("/users/2", body("user00001", "user00002@example.com")).Wants(http.StatusConflict),  // taken by user 1
 		check.PutJSON("/users/abc", body("x", "x@example.com")),
 		check.PutJSON("/users/0", body("x", "x@example.com")),
-		check.PutJSON("/users/9223372036854775807", body("x", "x@example.com")),
+		check.PutJSON("/users/9223372036854775807", body("x", "x@example.com")).Wants(http.StatusNotFound),
 		check.PutJSON("/users/3", `{"username": null, "email": "x@example.com"}`),
 		check.Delete("/users/-1"),
-		check.Delete("/users/9223372036854775807"),
+		check.Delete("/users/9223372036854775807").Wants(http.StatusNotFound),
 		check.Get("/users/99999999999999999999"),
 		check.Get("/users/x/profile"),
-		check.Get("/users/9223372036854775807/profile"),
+		check.Get("/users/9223372036854775807/profile").Wants(http.StatusNotFound),
 	}
 	if wrong := check.ClientErrors(ctx, e, reqs); len(wrong) > 0 {
 		return check.Failed("a 4xx with a JSON error body for each of the bad requests",
@@ -296,7 +350,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 		ids[i] = u.ID
 		led.ack(u.ID, state{username: name, email: name + "@example.com"})
 	}
-	before := scrapeAll(ctx, e, p, replicas)
+	before, scrapeErr := scrapeReplicas(ctx, e.Client, p, replicas) // for the summary only
 
 	var mu sync.Mutex
 	var stale, errs []string
@@ -317,6 +371,9 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 				floor := acked[i]
 				ackMu.RUnlock()
 				path := "/users/" + strconv.FormatInt(ids[i], 10)
+				if rand.IntN(3) == 0 {
+					path += "/profile" // a slow load (the rank): the widest window for a late fill
+				}
 				r, err := e.Get(rctx, "reads", path)
 				if rctx.Err() != nil {
 					return
@@ -392,8 +449,10 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 	time.Sleep(p.RAWFor + 500*time.Millisecond) // writers finish and delete; readers keep reading
 	stop()
 	wg.Wait()
-	after := scrapeAll(ctx, e, p, replicas)
-	hits := bench.Sum(after, "cache_requests_total", `cache="users"`, `result="hit"`) - bench.Sum(before, "cache_requests_total", `cache="users"`, `result="hit"`)
+	hits := "cache hits not counted"
+	if after, err := scrapeReplicas(ctx, e.Client, p, replicas); err == nil && scrapeErr == nil {
+		hits = fmt.Sprintf("%.0f cache hits", bench.Sum(after, "cache_requests_total", `result="hit"`)-bench.Sum(before, "cache_requests_total", `result="hit"`))
+	}
 
 	if len(stale) > 0 {
 		return check.Failed("every read at least as new as the last write acknowledged before it was sent; 404 once deleted",
@@ -409,7 +468,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 	if writes == 0 || reads == 0 {
 		return check.NotProven("no write or no read completed (%d writes, %d reads)", writes, reads)
 	}
-	return check.Passed("%d reads (%.0f cache hits) on %d replicas during %d acknowledged writes of %d users, then %d deletes: none stale", reads, hits, len(served), writes, len(ids), len(ids)-1)
+	return check.Passed("%d reads of users and profiles (%s) on %d replicas during %d acknowledged writes of %d users, then %d deletes: none stale", reads, hits, len(served), writes, len(ids), len(ids)-1)
 }
 
 func servedBy(r *check.Response) string {
@@ -437,21 +496,6 @@ func absent(replicas []string, served map[string]int) []string {
 		}
 	}
 	return out
-}
-
-// scrapeAll sums the metrics of every replica (a missing replica adds nothing).
-func scrapeAll(ctx context.Context, e *check.Env, p Params, replicas []string) map[string]float64 {
-	sum := map[string]float64{}
-	for _, r := range replicas {
-		m, err := bench.Scrape(ctx, e.Client, p.MetricsURL(r))
-		if err != nil {
-			continue
-		}
-		for k, v := range m {
-			sum[k] += v
-		}
-	}
-	return sum
 }
 
 // counts are the cache's read outcomes over an interval, summed over replicas and caches.
@@ -533,9 +577,16 @@ func hitRatio(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger)
 	}
 	l := &skewed{e: e, led: led, failed: map[string]int{}}
 	l.run(ctx, p, p.Warmup)
-	before := scrapeAll(ctx, e, p, replicas)
+	before, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
 	l.run(ctx, p, p.Window)
-	c := diff(before, scrapeAll(ctx, e, p, replicas))
+	after, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
+	c := diff(before, after)
 	switch {
 	case len(l.failed) > 0:
 		return check.Failed("no failed requests", fmt.Sprintf("%s of %d", check.Counts(l.failed), l.n))
@@ -571,12 +622,19 @@ func redisOutage(ctx context.Context, e *check.Env, p Params, s Stack, led *ledg
 	}()
 
 	time.Sleep(p.Warmup)
-	before := scrapeAll(ctx, e, p, replicas)
+	before, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
 	if err := s.Stop(ctx, p.Redis); err != nil {
 		return check.NotProven("could not stop %s: %v", p.Redis, err)
 	}
 	time.Sleep(p.Outage)
-	during := diff(before, scrapeAll(ctx, e, p, replicas))
+	down, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
+	during := diff(before, down)
 	if err := s.Start(ctx, p.Redis); err != nil {
 		return check.NotProven("could not start %s: %v", p.Redis, err)
 	}
@@ -587,9 +645,16 @@ func redisOutage(ctx context.Context, e *check.Env, p Params, s Stack, led *ledg
 		return check.NotProven("%s did not become healthy again: %v", p.Redis, err)
 	}
 	time.Sleep(p.Refill)
-	mark := scrapeAll(ctx, e, p, replicas)
+	mark, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
 	time.Sleep(p.Window)
-	back := diff(mark, scrapeAll(ctx, e, p, replicas))
+	end, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
+	back := diff(mark, end)
 	stopLoad()
 	<-done
 
@@ -620,8 +685,7 @@ func writesDurable(ctx context.Context, e *check.Env, p Params, s Stack, led *le
 		ids = append(ids, strconv.FormatInt(id, 10))
 	}
 	slices.Sort(ids)
-	sql := "SELECT id, username, email FROM users WHERE id IN (" + strings.Join(ids, ",") + ")"
-	out, err := s.Output(ctx, p.Postgres, "sh", "-c", `psql -X -A -t -F ' ' -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"`, sql)
+	out, err := psql(ctx, p, s, "SELECT id, username, email FROM users WHERE id IN ("+strings.Join(ids, ",")+")")
 	if err != nil {
 		return check.NotProven("could not query Postgres: %v", err)
 	}
@@ -652,4 +716,108 @@ func writesDurable(ctx context.Context, e *check.Env, p Params, s Stack, led *le
 			fmt.Sprintf("%d of %d users differ: %s", len(wrong), len(want), strings.Join(first(wrong, 3), "; ")))
 	}
 	return check.Passed("%d acknowledged writes to %d users: each user's last acknowledged state is in Postgres (deleted ones absent)", acked, len(want))
+}
+
+// psql runs sql in the postgres container (as its own user, so the check needs no
+// credentials) and returns the rows, space-separated, one per line.
+func psql(ctx context.Context, p Params, s Stack, sql string) (string, error) {
+	return s.Output(ctx, p.Postgres, "sh", "-c", `psql -X -A -t -F ' ' -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"`, sql)
+}
+
+// profile is GET /users/:id/profile's answer, as far as the check reads it.
+type profile struct {
+	Username string `json:"username"`
+	Messages int64  `json:"messages"`
+	Rank     int64  `json:"rank"`
+}
+
+// ranks reads path (a profile) through the balancer until every replica has answered and
+// returns the rank each gave.
+func ranks(ctx context.Context, e *check.Env, replicas []string, path string) (map[string]profile, error) {
+	out := map[string]profile{}
+	seen := map[string]int{}
+	for range 12 * len(replicas) {
+		r, err := e.Get(ctx, "ranks", path)
+		if err != nil || r.Status != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", path, statusOf(r, err))
+		}
+		var pr profile
+		if err := json.Unmarshal(r.Body, &pr); err != nil {
+			return nil, fmt.Errorf("GET %s: %s", path, check.Short(r.Body))
+		}
+		host := r.Header.Get("X-Served-By")
+		seen[host]++
+		out[host] = pr
+		if len(absent(replicas, seen)) == 0 {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("GET %s never reached %s", path, strings.Join(absent(replicas, seen), ", "))
+}
+
+// rankAfterDelete gives two new users 3 messages and 1 message (with psql: the API writes
+// no messages), reads the second one's profile on every replica, so each has it cached,
+// deletes the first through the API, and reads again: every replica must rank the second
+// one place higher at once.
+func rankAfterDelete(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
+	var ids [2]int64
+	for i := range ids {
+		name := led.name(100+i, 0)
+		r, err := e.Send(ctx, "ranks", http.MethodPost, "/users", body(name, name+"@example.com"))
+		if err != nil || r.Status != http.StatusCreated {
+			return check.Failed("POST /users creates the test users", statusOf(r, err))
+		}
+		u, _ := decode(r)
+		ids[i] = u.ID
+		led.ack(u.ID, state{username: name, email: name + "@example.com"})
+	}
+	defer func() { // the second user is the check's to remove
+		if r, err := e.Do(ctx, "ranks", http.MethodDelete, "/users/"+strconv.FormatInt(ids[1], 10)); err == nil && r.Status == http.StatusNoContent {
+			led.ack(ids[1], state{deleted: true})
+		}
+	}()
+	if _, err := psql(ctx, p, s, fmt.Sprintf(
+		"INSERT INTO messages (user_id, body) SELECT %d, 'from the check' FROM generate_series(1, 3); INSERT INTO messages (user_id, body) VALUES (%d, 'from the check')",
+		ids[0], ids[1])); err != nil {
+		return check.NotProven("could not add messages with psql: %v", err)
+	}
+	path := "/users/" + strconv.FormatInt(ids[1], 10) + "/profile"
+	before, err := ranks(ctx, e, replicas, path)
+	if err != nil {
+		return check.Failed("the profile of a new user served by every replica", err.Error())
+	}
+	want := int64(-1)
+	for host, pr := range before {
+		if pr.Messages != 1 {
+			return check.NotProven("replica %s says user %d has %d messages, not the 1 just added", host, ids[1], pr.Messages)
+		}
+		if want != -1 && pr.Rank != want {
+			return check.Failed("every replica ranks a user alike", fmt.Sprintf("ranks before the delete: %v", before))
+		}
+		want = pr.Rank
+	}
+	r, err := e.Do(ctx, "ranks", http.MethodDelete, "/users/"+strconv.FormatInt(ids[0], 10))
+	if err != nil || r.Status != http.StatusNoContent {
+		return check.Failed("DELETE of the user with 3 messages answers 204", statusOf(r, err))
+	}
+	led.ack(ids[0], state{deleted: true})
+	after, err := ranks(ctx, e, replicas, path)
+	if err != nil {
+		return check.Failed("the profile served by every replica after the delete", err.Error())
+	}
+	var wrong []string
+	for _, host := range replicas {
+		if after[host].Rank != want-1 {
+			wrong = append(wrong, fmt.Sprintf("%s ranks it %d", host, after[host].Rank))
+		}
+	}
+	if len(wrong) > 0 {
+		return check.Failed(fmt.Sprintf("rank %d on every replica, one place up from %d once a user with more messages is deleted", want-1, want),
+			strings.Join(wrong, "; "))
+	}
+	return check.Passed("user %d ranked %d on all %d replicas; after deleting user %d (3 messages): %d everywhere, at once", ids[1], want, len(replicas), ids[0], want-1)
 }

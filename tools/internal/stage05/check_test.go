@@ -67,6 +67,7 @@ type flaws struct {
 	badInput500  bool // a body that does not decode is an unhandled error: a JSON 500
 	stage03      bool // the stage-03 server: reads only, no cache, no Redis in the stack
 	dropsNewGets bool // GET /users/:id of a user created during the check drops the connection
+	staleRanks   bool // a profile is cached until its own user is written: other users' deletes do not move it
 }
 
 // entry is what "Redis" holds for an id: a copy, or the not-found marker.
@@ -98,6 +99,9 @@ type fake struct {
 	nextID    int64
 	cache     map[int64]entry // "Redis"
 	redisDown bool
+	messages  map[int64]int64         // each user's message count
+	byCount   map[int64]int           // how many users have each message count: ranks
+	profiles  map[int64]users.Profile // flaws.staleRanks only
 
 	stops, starts, queries atomic.Int32
 }
@@ -121,9 +125,11 @@ func newFake(t *testing.T, fl flaws) *fake {
 	t.Helper()
 	f := &fake{flaws: fl, metricsURL: map[string]string{},
 		store: make(map[int64]users.User, seededUsers), byName: make(map[string]int64, seededUsers),
-		byEmail: make(map[string]int64, seededUsers), nextID: seededUsers + 1, cache: map[int64]entry{}}
+		byEmail: make(map[string]int64, seededUsers), nextID: seededUsers + 1, cache: map[int64]entry{},
+		messages: make(map[int64]int64, seededUsers), byCount: map[int64]int{}, profiles: map[int64]users.Profile{}}
 	for id := int64(1); id <= seededUsers; id++ {
 		name, mail := seeded(int(id))
+		f.messages[id] = id%19 + 1 // the seed's rule
 		f.put(users.User{ID: id, Username: name, Email: mail, CreatedAt: seedEpoch.Add(time.Duration(id) * time.Minute)})
 	}
 	// Warm, as the stack's background client leaves it (see the liberties above).
@@ -171,13 +177,21 @@ func (f *fake) put(u users.User) {
 	if old, ok := f.store[u.ID]; ok {
 		delete(f.byName, old.Username)
 		delete(f.byEmail, old.Email)
+	} else {
+		f.byCount[f.messages[u.ID]]++
 	}
+	delete(f.profiles, u.ID)
 	f.store[u.ID] = u
 	f.byName[u.Username] = u.ID
 	f.byEmail[u.Email] = u.ID
 }
 
 func (f *fake) drop(id int64) {
+	if _, ok := f.store[id]; ok {
+		f.byCount[f.messages[id]]--
+		delete(f.messages, id) // the cascade
+	}
+	delete(f.profiles, id)
 	old := f.store[id]
 	delete(f.byName, old.Username)
 	delete(f.byEmail, old.Email)
@@ -250,20 +264,34 @@ func (f *fake) WaitHealthy(_ context.Context, service string) error {
 	return nil
 }
 
-var inList = regexp.MustCompile(`WHERE id IN \(([0-9,]+)\)$`)
+var (
+	inList  = regexp.MustCompile(`WHERE id IN \(([0-9,]+)\)$`)
+	addMsgs = regexp.MustCompile(`SELECT (\d+), '[^']*' FROM generate_series\(1, (\d+)\); INSERT INTO messages \(user_id, body\) VALUES \((\d+), `)
+)
 
 // Output answers writes-durable's psql query as psql -A -t -F ' ' prints it.
 func (f *fake) Output(_ context.Context, service string, cmd ...string) (string, error) {
 	if service != "postgres" || len(cmd) == 0 {
 		return "", fmt.Errorf("no %q service", service)
 	}
-	m := inList.FindStringSubmatch(cmd[len(cmd)-1])
-	if m == nil {
-		return "", fmt.Errorf("unexpected query %q", cmd[len(cmd)-1])
-	}
-	f.queries.Add(1)
+	sql := cmd[len(cmd)-1]
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if m := addMsgs.FindStringSubmatch(sql); m != nil { // rank-after-delete's messages
+		for _, add := range [][2]string{{m[1], m[2]}, {m[3], "1"}} {
+			id, _ := strconv.ParseInt(add[0], 10, 64)
+			n, _ := strconv.ParseInt(add[1], 10, 64)
+			f.byCount[f.messages[id]]--
+			f.messages[id] += n
+			f.byCount[f.messages[id]]++
+		}
+		return "INSERT 0 3\nINSERT 0 1\n", nil
+	}
+	m := inList.FindStringSubmatch(sql)
+	if m == nil {
+		return "", fmt.Errorf("unexpected query %q", sql)
+	}
+	f.queries.Add(1)
 	var out strings.Builder
 	for s := range strings.SplitSeq(m[1], ",") {
 		id, _ := strconv.ParseInt(s, 10, 64)
@@ -388,13 +416,24 @@ func (r *replica) profile(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r.f.mu.Lock()
-	u, ok := r.f.current(id)
-	r.f.mu.Unlock()
+	f := r.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.current(id)
 	if !ok {
 		return echo.NewHTTPError(http.StatusNotFound, "user not found")
 	}
-	return c.JSON(http.StatusOK, users.Profile{User: u, Messages: id % 7, Rank: seededUsers - id%7})
+	if p, ok := f.profiles[id]; ok && f.staleRanks {
+		return c.JSON(http.StatusOK, p)
+	}
+	p := users.Profile{User: u, Messages: f.messages[id], Rank: 1}
+	for n, users := range f.byCount {
+		if n > p.Messages {
+			p.Rank += int64(users)
+		}
+	}
+	f.profiles[id] = p
+	return c.JSON(http.StatusOK, p)
 }
 
 func (r *replica) list(c echo.Context) error { // stage 03's GET /users, so POST /users is a 405
@@ -591,7 +630,9 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 		// only Postgres shows that the acknowledged deletes of crud's and read-after-write's
 		// users (and their updates) never happened: lost for good if Redis dies first.
 		{name: "write-behind: writes acknowledged from Redis", flaws: flaws{writeBehind: true},
-			failing: "writes-durable", hint: "the cache only ever holds copies", actual: "still there after its acknowledged DELETE"},
+			failing: "writes-durable", hint: "the cache only ever holds copies", actual: "still there after its acknowledged DELETE",
+			// its DELETE never reached Postgres, so the other user's rank does not move either
+			also: map[string]check.Outcome{"rank-after-delete": check.Fail}},
 		// A per-replica copy that only its own replica's writes drop: crud's GETs after the
 		// PUT, twice per replica, already meet one, and so do read-after-write's readers.
 		{name: "per-replica copy not dropped by other replicas' writes", flaws: flaws{localCopy: true},
@@ -606,20 +647,24 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 		// PUT's UPDATE is lost and the key deleted: the very next GETs read the old row, so
 		// crud fails (before its DELETE, so its user stays, and writes-durable finds the
 		// acknowledged v1 missing), and read-after-write sees every reader stuck at v0.
-		// The same lost UPDATE hidden behind a copy in Redis is not caught at all: see
-		// TestKnownGapLostPutServedFromRedis.
+		// The same lost UPDATE hidden behind a copy in Redis is caught by writes-durable: see
+		// TestPutKeptOnlyInRedisFailsWritesDurable.
 		{name: "PUT answers 200 but Postgres keeps the old row", flaws: flaws{lostPut: true},
 			failing: "crud", hint: "shared/users/handlers.go", actual: `-u0-v0","email"`,
 			also: map[string]check.Outcome{"read-after-write": check.Fail, "writes-durable": check.Fail}},
 		// The negative control of `make e2e` (course.toml: stack 3, fails = "crud"): the
 		// stage-03 stack has no writes, no profile, no cache and no Redis. Its reads-only
-		// routes answer the bad requests 4xx with JSON (405, 404, 400), so bad-input passes;
-		// the load steps fail on their PUTs' 405s; and with no write acknowledged there is
-		// nothing to look for in Postgres.
+		// routes answer the bad requests 4xx with JSON (405, 404, 400), but not the 409s and
+		// 404s bad-input expects of a users resource; the load steps fail on their PUTs'
+		// 405s; and with no write acknowledged there is nothing to look for in Postgres.
 		{name: "stage-03 server: no POST (405)", flaws: flaws{stage03: true},
 			failing: "crud", hint: "RegisterWrites", actual: "POST /users: 405",
-			also: map[string]check.Outcome{"read-after-write": check.Fail, "hit-ratio": check.Fail,
-				"redis-outage": check.Inconclusive, "writes-durable": check.Inconclusive}},
+			also: map[string]check.Outcome{"bad-input": check.Fail, "read-after-write": check.Fail, "rank-after-delete": check.Fail,
+				"hit-ratio": check.Fail, "redis-outage": check.Inconclusive, "writes-durable": check.Inconclusive}},
+		// Profiles cached per user and dropped only by that user's own writes: after another
+		// user (with more messages) is deleted, every replica keeps the old rank.
+		{name: "ranks not moved by other users' deletes", flaws: flaws{staleRanks: true},
+			failing: "rank-after-delete", hint: "InvalidateAll", actual: "ranks it"},
 	}
 	fakes := make([]*fake, len(cases))
 	for i, c := range cases {
@@ -634,7 +679,7 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r, f := runs[i], fakes[i]
-			require.Len(t, r.results, 6, r.out)
+			require.Len(t, r.results, 7, r.out)
 			t.Logf("%s\n%s", r.took.Round(time.Millisecond), r.out)
 			switch {
 			case c.failing == "":
