@@ -363,7 +363,10 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 	}
 	rctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for range p.Readers {
+	for reader := range p.Readers {
+		// Most readers read users; a sixth read profiles, whose slow loads (the rank) leave
+		// the widest window for a fill that lands late.
+		profiles := reader%6 == 5
 		wg.Go(func() {
 			for rctx.Err() == nil {
 				i := rand.IntN(len(ids))
@@ -371,8 +374,8 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 				floor := acked[i]
 				ackMu.RUnlock()
 				path := "/users/" + strconv.FormatInt(ids[i], 10)
-				if rand.IntN(3) == 0 {
-					path += "/profile" // a slow load (the rank): the widest window for a late fill
+				if profiles {
+					path += "/profile"
 				}
 				r, err := e.Get(rctx, "reads", path)
 				if rctx.Err() != nil {
@@ -427,7 +430,7 @@ func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *l
 				mu.Lock()
 				writes++
 				mu.Unlock()
-				time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond) // let readers hit the cached copy
+				time.Sleep(time.Duration(10+rand.IntN(60)) * time.Millisecond) // let readers hit the cached copy
 			}
 			if i == 0 {
 				return
