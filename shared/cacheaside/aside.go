@@ -81,8 +81,7 @@ const notFoundMarker = "\x00not-found"
 
 // fill stores a value only while the reader's lease is still there (a delete since the
 // lease was taken means the value read may predate a write) and the generation is still
-// the one it was read under (a bump means the same; and after a Redis restart the counter
-// starts again from 0, so an old number could otherwise come round again).
+// the one it was read under (a bump means the same; see bump for why numbers never repeat).
 var fill = redis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[1] and (redis.call('GET', KEYS[3]) or '0') == ARGV[4] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -90,6 +89,15 @@ if redis.call('GET', KEYS[2]) == ARGV[1] and (redis.call('GET', KEYS[3]) or '0')
   return 1
 end
 return 0`)
+
+// bump moves a cache to its next generation. A counter that is not there (a new or a
+// restarted Redis) starts from the caller's clock in milliseconds rather than from 1, so a
+// number in use before a restart does not come round again while a read that saw it is
+// still in flight.
+var bump = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])`)
 
 // errBreakerOpen is a Redis call not made: the breaker is open.
 var errBreakerOpen = errors.New("redis skipped: circuit breaker open")
@@ -335,7 +343,7 @@ func (a *Aside[V]) Invalidate(ctx context.Context, id string) {
 // until it succeeds.
 func (a *Aside[V]) InvalidateAll(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
-	err := a.rdb.Incr(ctx, a.genKey).Err()
+	err := bump.Run(ctx, a.rdb, []string{a.genKey}, time.Now().UnixMilli()).Err()
 	if err == nil {
 		a.m.invalidations.WithLabelValues("generation").Inc()
 		return
@@ -396,10 +404,10 @@ func (a *Aside[V]) retryPending() {
 	if len(batch) == 0 {
 		return
 	}
-	keys, bump := make([]string, 0, 2*len(batch)), false
+	keys, bumpGen := make([]string, 0, 2*len(batch)), false
 	for k := range batch {
 		if k == a.genKey {
-			bump = true
+			bumpGen = true
 			continue
 		}
 		keys = append(keys, k, leaseKey(k))
@@ -410,8 +418,8 @@ func (a *Aside[V]) retryPending() {
 		if len(keys) > 0 {
 			p.Del(ctx, keys...)
 		}
-		if bump {
-			p.Incr(ctx, a.genKey)
+		if bumpGen {
+			bump.Eval(ctx, p, []string{a.genKey}, time.Now().UnixMilli()) // EVAL: no NOSCRIPT round in a pipeline
 		}
 		return nil
 	}); err != nil {
