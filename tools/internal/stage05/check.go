@@ -28,6 +28,8 @@ type Stack interface {
 	Replicas(ctx context.Context, service string) ([]string, error)
 	Stop(ctx context.Context, service string) error
 	Start(ctx context.Context, service string) error
+	Pause(ctx context.Context, service string) error
+	Unpause(ctx context.Context, service string) error
 	WaitHealthy(ctx context.Context, service string) error
 	Output(ctx context.Context, service string, cmd ...string) (string, error)
 }
@@ -44,6 +46,8 @@ type Params struct {
 	Warmup, Window           time.Duration
 	Outage                   time.Duration
 	Refill                   time.Duration // after Redis is back: breakers close (CACHE_BREAK_FOR) and hot keys refill
+	Pause                    time.Duration // how long Redis stays paused (slow: connected, silent)
+	SlowBound                time.Duration // p99 a request may take while Redis is paused
 	MinHitRatio              float64
 }
 
@@ -53,6 +57,7 @@ var Defaults = Params{
 	MetricsURL: func(host string) string { return "http://" + host + ":8080/metrics" },
 	Users:      8, Readers: 12, RAWFor: 5 * time.Second,
 	Workers: 16, Rate: 400, Warmup: time.Second, Window: 3 * time.Second, Outage: 4 * time.Second, Refill: 2 * time.Second,
+	Pause: 3 * time.Second, SlowBound: time.Second,
 	MinHitRatio: 0.8,
 }
 
@@ -102,6 +107,12 @@ func Steps(p Params, s Stack) []check.Step {
 			Doc:  doc + "#when-the-cache-dies",
 			Hint: "a Redis error must fall back to the source, never to a 5xx: see Get and the circuit breaker in shared/cacheaside/aside.go, and the timeouts in shared/redisdb.",
 			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return redisOutage(ctx, e, p, s, led) },
+		},
+		{
+			Name: "redis-slow", Title: fmt.Sprintf("with Redis paused (connected, silent) no request fails, and 99%% of them take under %s: reads come from Postgres", p.SlowBound),
+			Doc:  doc + "#when-the-cache-dies",
+			Hint: "a slow Redis must cost a request at most a short read timeout, and a circuit breaker must stop paying even that: see the timeouts in shared/redisdb and the breaker in shared/cacheaside/aside.go.",
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return redisSlow(ctx, e, p, s, led) },
 		},
 		{
 			Name: "writes-durable", Title: "every write acknowledged during the check is in Postgres",
@@ -571,6 +582,64 @@ func (l *skewed) op(ctx context.Context) (string, error) {
 
 func (l *skewed) run(ctx context.Context, p Params, d time.Duration) {
 	_, _ = load.Run(ctx, load.Options{Workers: p.Workers, Duration: d, Rate: p.Rate}, l.op)
+}
+
+// redisSlow pauses Redis under the skewed load. A paused Redis accepts connections and
+// never answers: only the client's own timeouts, and a breaker, keep requests from waiting.
+// The load is a fixed number of requests (those of the pause at the check's rate), so
+// requests stuck during the pause are measured when they end rather than cut off.
+func redisSlow(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
+	replicas, err := s.Replicas(ctx, p.Service)
+	if err != nil {
+		return check.NotProven("cannot list the replicas: %v", err)
+	}
+	before, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
+	if err := s.Pause(ctx, p.Redis); err != nil {
+		return check.NotProven("could not pause %s: %v", p.Redis, err)
+	}
+	paused := true
+	unpause := func() {
+		if paused {
+			_ = s.Unpause(context.WithoutCancel(ctx), p.Redis)
+			paused = false
+		}
+	}
+	defer unpause() // never leave Redis paused
+	l := &skewed{e: e, led: led, failed: map[string]int{}}
+	var res *load.Result
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, _ = load.Run(ctx, load.Options{Workers: p.Workers, Requests: int(p.Rate * p.Pause.Seconds()), Duration: p.Pause + 10*time.Second, Rate: p.Rate}, l.op)
+	}()
+	time.Sleep(p.Pause)
+	unpause()
+	<-done
+	after, err := scrapeReplicas(ctx, e.Client, p, replicas)
+	if err != nil {
+		return check.NotProven("cannot read the replicas' metrics: %v", err)
+	}
+	c := diff(before, after)
+	if res == nil || res.OK+res.Failed == 0 {
+		return check.NotProven("no request completed while Redis was paused")
+	}
+	p99 := time.Duration(res.Latency.ValueAtQuantile(99)) * time.Microsecond
+	worst := time.Duration(res.Latency.Max()) * time.Microsecond
+	switch {
+	case len(l.failed) > 0:
+		return check.Failed("no failed request while Redis is paused (reads from Postgres)",
+			fmt.Sprintf("%s of %d requests", check.Counts(l.failed), l.n))
+	case p99 > p.SlowBound:
+		return check.Failed(fmt.Sprintf("99%% of requests under %s while Redis is paused", p.SlowBound),
+			fmt.Sprintf("p99 %s, slowest %s, over %d requests: requests waited for Redis", check.MS(p99), check.MS(worst), l.n))
+	case c.fromDB == 0:
+		return check.NotProven("no read was counted as served from Postgres because of Redis while it was paused (%.0f reads)", c.total)
+	}
+	return check.Passed("0 failed of %d requests with Redis paused %s: p99 %s, slowest %s; %.0f reads served from Postgres",
+		l.n, p.Pause, check.MS(p99), check.MS(worst), c.fromDB)
 }
 
 func hitRatio(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {

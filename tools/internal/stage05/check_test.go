@@ -68,6 +68,7 @@ type flaws struct {
 	stage03      bool // the stage-03 server: reads only, no cache, no Redis in the stack
 	dropsNewGets bool // GET /users/:id of a user created during the check drops the connection
 	staleRanks   bool // a profile is cached until its own user is written: other users' deletes do not move it
+	slowRedis    bool // a paused Redis makes every read wait slowWait (no short timeout, no breaker)
 }
 
 // entry is what "Redis" holds for an id: a copy, or the not-found marker.
@@ -81,6 +82,7 @@ const (
 	maxBody     = 4 << 10               // shared/users/input.go's limit
 	fillDelay   = 60 * time.Millisecond // a racy fill lands 30 to 60 ms after its read
 	localFor    = 300 * time.Millisecond
+	slowWait    = 1200 * time.Millisecond // longer than Params.SlowBound
 )
 
 var seedEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -99,6 +101,7 @@ type fake struct {
 	nextID    int64
 	cache     map[int64]entry // "Redis"
 	redisDown bool
+	paused    bool                    // Redis paused: down, and silent rather than refusing
 	messages  map[int64]int64         // each user's message count
 	byCount   map[int64]int           // how many users have each message count: ranks
 	profiles  map[int64]users.Profile // flaws.staleRanks only
@@ -257,6 +260,24 @@ func (f *fake) Start(_ context.Context, service string) error {
 	return nil
 }
 
+// Pause and Unpause take "Redis" down as Stop does, but silently: see flaws.slowRedis.
+func (f *fake) Pause(_ context.Context, service string) error {
+	if service != "redis" || f.stage03 {
+		return fmt.Errorf("no %q service", service)
+	}
+	f.mu.Lock()
+	f.redisDown, f.paused = true, true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fake) Unpause(_ context.Context, service string) error {
+	f.mu.Lock()
+	f.redisDown, f.paused = false, false
+	f.mu.Unlock()
+	return nil
+}
+
 func (f *fake) WaitHealthy(_ context.Context, service string) error {
 	if service != "redis" {
 		return fmt.Errorf("no %q service", service)
@@ -321,6 +342,11 @@ func (r *replica) read(id int64) (users.User, bool, error) {
 		}
 	}
 	f.mu.Lock()
+	if f.slowRedis && f.paused {
+		f.mu.Unlock()
+		time.Sleep(slowWait) // waiting out the client's default timeout
+		f.mu.Lock()
+	}
 	defer f.mu.Unlock()
 	if r.tripped.Load() {
 		r.count("breaker_open")
@@ -558,6 +584,7 @@ func fast(f *fake) Params {
 	p.MetricsURL = func(host string) string { return f.metricsURL[host] }
 	p.Users, p.Readers, p.RAWFor = 4, 6, 600*time.Millisecond
 	p.Rate, p.Warmup, p.Window, p.Outage, p.Refill = 400, 300*time.Millisecond, 500*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond
+	p.Pause = 300 * time.Millisecond
 	return p
 }
 
@@ -620,7 +647,8 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 		{name: "500 on a body that does not decode", flaws: flaws{badInput500: true},
 			failing: "bad-input", hint: "shared/users/input.go", actual: "POST /users not json -> 500"},
 		{name: "503 while Redis is down", flaws: flaws{outage503: true},
-			failing: "redis-outage", hint: "a Redis error must fall back to the source", actual: "GET hot: 503"},
+			failing: "redis-outage", hint: "a Redis error must fall back to the source", actual: "GET hot: 503",
+			also: map[string]check.Outcome{"redis-slow": check.Fail}},
 		// No request fails and reads do come from Postgres during the outage, but once Redis
 		// is back every read still bypasses it (counted breaker_open): no hits come back.
 		{name: "circuit breaker never closes again", flaws: flaws{stuckBreaker: true},
@@ -660,7 +688,10 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 		{name: "stage-03 server: no POST (405)", flaws: flaws{stage03: true},
 			failing: "crud", hint: "RegisterWrites", actual: "POST /users: 405",
 			also: map[string]check.Outcome{"bad-input": check.Fail, "read-after-write": check.Fail, "rank-after-delete": check.Fail,
-				"hit-ratio": check.Fail, "redis-outage": check.Inconclusive, "writes-durable": check.Inconclusive}},
+				"hit-ratio": check.Fail, "redis-outage": check.Inconclusive, "redis-slow": check.Inconclusive, "writes-durable": check.Inconclusive}},
+		// Redis slow (paused) and every read waits for it: nothing fails, but requests hang.
+		{name: "a paused Redis makes every read wait", flaws: flaws{slowRedis: true},
+			failing: "redis-slow", hint: "short read timeout", actual: "requests waited for Redis"},
 		// Profiles cached per user and dropped only by that user's own writes: after another
 		// user (with more messages) is deleted, every replica keeps the old rank.
 		{name: "ranks not moved by other users' deletes", flaws: flaws{staleRanks: true},
@@ -679,7 +710,7 @@ func TestCheckOnCorrectAndKnownBrokenServers(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r, f := runs[i], fakes[i]
-			require.Len(t, r.results, 7, r.out)
+			require.Len(t, r.results, 8, r.out)
 			t.Logf("%s\n%s", r.took.Round(time.Millisecond), r.out)
 			switch {
 			case c.failing == "":
