@@ -72,7 +72,7 @@ func RegisterProfile(e *echo.Echo, p Profiler, timeout time.Duration, log *slog.
 }
 
 func (h *Handlers) get(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := PathID(c)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (h *Handlers) get(c echo.Context) error {
 }
 
 func (h *Handlers) getProfile(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := PathID(c)
 	if err != nil {
 		return err
 	}
@@ -100,7 +100,7 @@ func (h *Handlers) getProfile(c echo.Context) error {
 }
 
 func (h *Handlers) create(c echo.Context) error {
-	in, err := decodeInput(c)
+	in, err := DecodeInput(c)
 	if err != nil {
 		return err
 	}
@@ -115,11 +115,11 @@ func (h *Handlers) create(c echo.Context) error {
 }
 
 func (h *Handlers) update(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := PathID(c)
 	if err != nil {
 		return err
 	}
-	in, err := decodeInput(c)
+	in, err := DecodeInput(c)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func (h *Handlers) update(c echo.Context) error {
 }
 
 func (h *Handlers) remove(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := PathID(c)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ type MessagesPage struct {
 }
 
 func (h *Handlers) messages(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := PathID(c)
 	if err != nil {
 		return err
 	}
@@ -223,8 +223,8 @@ func (h *Handlers) dbError(c echo.Context, err error, what string) error {
 	}
 }
 
-// pathID parses :id as a positive 64-bit integer.
-func pathID(c echo.Context) (int64, error) {
+// PathID parses :id as a positive 64-bit integer.
+func PathID(c echo.Context) (int64, error) {
 	raw := c.Param("id")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {

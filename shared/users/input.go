@@ -60,9 +60,9 @@ func (in Input) Validate() error {
 	return nil
 }
 
-// decodeInput reads a JSON Input strictly: one object of at most 4 KiB, no unknown
+// DecodeInput reads a JSON Input strictly: one object of at most 4 KiB, no unknown
 // fields, strings where strings belong. Every refusal is a 4xx that says why.
-func decodeInput(c echo.Context) (Input, error) {
+func DecodeInput(c echo.Context) (Input, error) {
 	var in Input
 	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {

@@ -238,42 +238,33 @@ func (f *fake) Replicas(_ context.Context, service string) ([]string, error) {
 	return f.names, nil
 }
 
+// Stop and Start take "Redis" down and back; Pause and Unpause do the same, silently (see
+// flaws.slowRedis).
 func (f *fake) Stop(_ context.Context, service string) error {
-	if service != "redis" || f.stage03 {
-		return fmt.Errorf("no %q service", service)
-	}
-	f.stops.Add(1)
-	f.mu.Lock()
-	f.redisDown = true
-	f.mu.Unlock()
-	return nil
+	return f.setRedis(service, true, false, &f.stops)
 }
 
 func (f *fake) Start(_ context.Context, service string) error {
-	if service != "redis" || f.stage03 {
-		return fmt.Errorf("no %q service", service)
-	}
-	f.starts.Add(1)
-	f.mu.Lock()
-	f.redisDown = false
-	f.mu.Unlock()
-	return nil
+	return f.setRedis(service, false, false, &f.starts)
 }
 
-// Pause and Unpause take "Redis" down as Stop does, but silently: see flaws.slowRedis.
 func (f *fake) Pause(_ context.Context, service string) error {
-	if service != "redis" || f.stage03 {
-		return fmt.Errorf("no %q service", service)
-	}
-	f.mu.Lock()
-	f.redisDown, f.paused = true, true
-	f.mu.Unlock()
-	return nil
+	return f.setRedis(service, true, true, nil)
 }
 
 func (f *fake) Unpause(_ context.Context, service string) error {
+	return f.setRedis(service, false, false, nil)
+}
+
+func (f *fake) setRedis(service string, down, paused bool, count *atomic.Int32) error {
+	if service != "redis" || f.stage03 {
+		return fmt.Errorf("no %q service", service)
+	}
+	if count != nil {
+		count.Add(1)
+	}
 	f.mu.Lock()
-	f.redisDown, f.paused = false, false
+	f.redisDown, f.paused = down, paused
 	f.mu.Unlock()
 	return nil
 }
@@ -408,7 +399,7 @@ func (r *replica) invalidate(id int64) {
 }
 
 func (r *replica) get(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := users.PathID(c)
 	if err != nil {
 		return err
 	}
@@ -438,7 +429,7 @@ func (r *replica) get(c echo.Context) error {
 }
 
 func (r *replica) profile(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := users.PathID(c)
 	if err != nil {
 		return err
 	}
@@ -487,7 +478,7 @@ func (r *replica) create(c echo.Context) error {
 }
 
 func (r *replica) update(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := users.PathID(c)
 	if err != nil {
 		return err
 	}
@@ -519,7 +510,7 @@ func (r *replica) update(c echo.Context) error {
 }
 
 func (r *replica) remove(c echo.Context) error {
-	id, err := pathID(c)
+	id, err := users.PathID(c)
 	if err != nil {
 		return err
 	}
@@ -538,44 +529,21 @@ func (r *replica) remove(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// pathID and decodeInput behave as shared/users' own (handlers.go, input.go).
-func pathID(c echo.Context) (int64, error) {
-	raw := c.Param("id")
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id < 1 {
-		return 0, httpserver.BadRequest("id must be a positive integer below 2^63, got " + strconv.Quote(raw))
-	}
-	return id, nil
-}
-
+// decodeInput is shared/users' own; a crashing server lets a decoding error through
+// instead, which the error handler turns into a 500.
 func decodeInput(c echo.Context, crash bool) (users.Input, error) {
-	var in users.Input
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
-		return in, echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxBody))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return in, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body must be at most 4096 bytes")
-	case err != nil:
-		return in, httpserver.BadRequest("could not read the body")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		if crash {
-			return in, err // not an HTTPError: the error handler makes it a 500
+	if crash {
+		body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxBody))
+		if err != nil {
+			return users.Input{}, err
 		}
-		return in, httpserver.BadRequest("body is not a JSON object with only username and email: " + err.Error())
+		var in users.Input
+		if err := json.Unmarshal(body, &in); err != nil {
+			return in, err
+		}
+		c.Request().Body = io.NopCloser(bytes.NewReader(body))
 	}
-	if dec.More() {
-		return in, httpserver.BadRequest("body must hold exactly one JSON object")
-	}
-	if err := in.Validate(); err != nil {
-		return in, echo.NewHTTPError(http.StatusUnprocessableEntity, err.Error())
-	}
-	return in, nil
+	return users.DecodeInput(c)
 }
 
 // fast shrinks the defaults' durations; the hit ratio keeps its real 80 %.
