@@ -121,6 +121,13 @@ func open(kind string, n int) (*session, error) {
 	return s, err
 }
 
+// settle is what a settled stack means for this stage (see check.Preflight).
+func (s *session) settle() check.Settle {
+	st := check.Settled
+	st.Stage, st.Replicas = s.stage.Number, s.stage.Replicas
+	return st
+}
+
 func (s *session) rel(path string) string {
 	if r, err := filepath.Rel(s.root, path); err == nil {
 		return r
@@ -138,12 +145,12 @@ func checkCmd(ctx context.Context, n int) int {
 	prefix := fmt.Sprintf("stage-%d", n)
 	fmt.Printf("[%s] checking %s (%s) against project %s at %s\n", prefix, s.stage.Slug, s.stage.Title, s.project, s.stage.Target)
 
-	env := &check.Env{Target: s.stage.Target, Faults: s.faults, Timeline: s.timeline, Client: load.NewClient(16, 10*time.Second)}
+	env := &check.Env{Target: s.stage.Target, Faults: s.faults, Stack: s.faults, Timeline: s.timeline, Client: load.NewClient(16, 10*time.Second)}
 	monitorCtx, stopMonitor := context.WithCancel(ctx)
 	done := monitor(monitorCtx, env)
 	start := time.Now()
 	steps, summary := s.impl.steps(s.faults)
-	results, outcome := check.Run(ctx, prefix, steps, env, os.Stdout)
+	results, outcome := check.RunSettled(ctx, prefix, s.faults, s.settle(), steps, env, os.Stdout)
 	stopMonitor()
 	<-done
 
@@ -204,6 +211,12 @@ func benchCmd(ctx context.Context, n int) int {
 	defer s.faults.Close()
 	if s.impl.bench == nil {
 		fmt.Fprintf(os.Stderr, "stage %d has no bench\n", n)
+		return 2
+	}
+	env := &check.Env{Target: s.stage.Target, Timeline: s.timeline, Client: load.NewClient(8, 10*time.Second)}
+	prefix := fmt.Sprintf("stage-%d", n)
+	if v := check.Preflight(ctx, env, s.faults, s.settle(), os.Stdout, prefix); v.Outcome != check.Pass {
+		fmt.Printf("[%s] no bench: %s\n", prefix, v.Seen)
 		return 2
 	}
 	start := time.Now()

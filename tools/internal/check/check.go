@@ -77,6 +77,7 @@ type Step struct {
 type Env struct {
 	Target   string // base URL of the service under test, e.g. http://server:8080
 	Faults   fault.Injector
+	Stack    Observer // the containers' state, for waits on a settling stack (nil: unknown)
 	Timeline *report.Timeline
 	Client   *http.Client
 }

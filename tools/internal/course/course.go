@@ -19,6 +19,7 @@ type Stage struct {
 	Concept  string   `toml:"concept"`
 	Chapter  string   `toml:"chapter"`
 	Target   string   `toml:"target"`
+	Replicas string   `toml:"replicas"` // the service the target balances over, if any
 	Finished bool     `toml:"finished"`
 	Negative Negative `toml:"negative"`
 }
@@ -43,8 +44,12 @@ type Course struct {
 func Load(root string) (*Course, error) {
 	var c Course
 	path := filepath.Join(root, "stages", "course.toml")
-	if _, err := toml.DecodeFile(path, &c); err != nil {
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if extra := md.Undecoded(); len(extra) > 0 { // a misspelt key would be silently ignored
+		return nil, fmt.Errorf("%s: unknown keys %v", path, extra)
 	}
 	for i, s := range c.Stages {
 		if s.Number != i+1 || s.Slug == "" || s.Target == "" {

@@ -19,16 +19,35 @@ func TestTheCourseFileLoads(t *testing.T) {
 	assert.Error(t, err)
 }
 
-func TestFinishedStageNeedsANegativeControl(t *testing.T) {
+// loadToml loads a course.toml made of body.
+func loadToml(t *testing.T, body string) error {
+	t.Helper()
 	root := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "stages"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(root, "stages", "course.toml"), []byte(`
+	require.NoError(t, os.WriteFile(filepath.Join(root, "stages", "course.toml"), []byte(body), 0o644))
+	_, err := Load(root)
+	return err
+}
+
+func TestFinishedStageNeedsANegativeControl(t *testing.T) {
+	err := loadToml(t, `
 [[stage]]
 number = 1
 slug = "01-x"
 target = "http://x"
 finished = true
-`), 0o644))
-	_, err := Load(root)
+`)
 	assert.ErrorContains(t, err, "no negative control")
+}
+
+// A misspelt key would otherwise be ignored: a stage silently not finished, say.
+func TestUnknownKeysAreErrors(t *testing.T) {
+	err := loadToml(t, `
+[[stage]]
+number = 1
+slug = "01-x"
+target = "http://x"
+finshed = true
+`)
+	assert.ErrorContains(t, err, "unknown keys [stage.finshed]")
 }

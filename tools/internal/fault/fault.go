@@ -6,6 +6,7 @@ package fault
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -171,4 +172,45 @@ func (d *Docker) CPULimit(ctx context.Context, service string) (float64, error) 
 		return 0, err
 	}
 	return float64(c.HostConfig.NanoCPUs) / 1e9, nil
+}
+
+// Container is one container of the project as the engine reports it: what a check's
+// preflight reads to decide whether the stack has settled.
+type Container struct {
+	Service   string
+	Name      string    // e.g. course-03-replicas-server-2
+	Host      string    // its hostname: what X-Served-By shows
+	State     string    // created, running, paused, restarting, exited or dead
+	Health    string    // "" (no healthcheck), starting, healthy or unhealthy
+	ExitCode  int       // of the last run, when not running
+	StartedAt time.Time // of the current (or last) run
+	Restarts  int       // restarts by the engine's restart policy
+}
+
+// Stack lists every container of the project, running or not, with its state.
+func (d *Docker) Stack(ctx context.Context) ([]Container, error) {
+	list, err := d.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", "com.docker.compose.project="+d.project),
+	)})
+	if err != nil {
+		return nil, fmt.Errorf("listing the containers of %s: %w", d.project, err)
+	}
+	out := make([]Container, 0, len(list))
+	for _, c := range list {
+		in, err := d.api.ContainerInspect(ctx, c.ID)
+		if err != nil {
+			continue // removed since the listing (a scale-in): it is no longer part of the stack
+		}
+		ct := Container{Service: c.Labels["com.docker.compose.service"], Name: strings.TrimPrefix(in.Name, "/"),
+			Host: in.Config.Hostname, Restarts: in.RestartCount}
+		if s := in.State; s != nil {
+			ct.State, ct.ExitCode = string(s.Status), s.ExitCode
+			ct.StartedAt, _ = time.Parse(time.RFC3339Nano, s.StartedAt)
+			if s.Health != nil {
+				ct.Health = string(s.Health.Status)
+			}
+		}
+		out = append(out, ct)
+	}
+	return out, nil
 }

@@ -131,17 +131,17 @@ func fair(by map[string]int, replicas []string, frac float64) []string {
 }
 
 func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
+	replicas, v, ok := check.AwaitRotation(ctx, e, c, p.Service, check.Settled.Within)
+	if !ok {
+		return v
+	}
+	if len(replicas) < 2 {
+		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
+	}
 	samples := run(ctx, e, p, 3*time.Second, 0)
 	by, failed := tally(samples)
 	if len(failed) > 0 {
 		return check.Failed("no failed requests through "+e.Target, fmt.Sprintf("%s of %d requests failed", check.Counts(failed), len(samples)))
-	}
-	replicas, err := c.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("listing %s replicas: %v", p.Service, err)
-	}
-	if len(replicas) < 2 {
-		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
 	}
 	if short := fair(by, replicas, p.Fair); len(short) > 0 {
 		return check.Failed(fmt.Sprintf("each of the %d replicas serves at least %.0f%% of an even share", len(replicas), p.Fair*100),
@@ -151,9 +151,9 @@ func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) che
 }
 
 func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
-	replicas, err := c.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("listing %s replicas: %v", p.Service, err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, c, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	if len(replicas) < 2 {
 		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
@@ -214,7 +214,7 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 		return check.Failed(victim+" starts again", err.Error())
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = c.WaitHealthy(wctx, p.Service)
+	err := c.WaitHealthy(wctx, p.Service)
 	cancel()
 	if err != nil {
 		return check.Failed(victim+" healthy again", err.Error())
@@ -237,9 +237,9 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 }
 
 func scaleOut(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
-	before, err := c.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("listing %s replicas: %v", p.Service, err)
+	before, v, ok := check.AwaitRotation(ctx, e, c, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	defer func() { // leave the stack as it was
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
@@ -251,7 +251,7 @@ func scaleOut(ctx context.Context, e *check.Env, p Params, c fault.Cluster) chec
 		return check.NotProven("could not scale %s to %d: %v", p.Service, p.ScaleTo, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = c.WaitHealthy(wctx, p.Service)
+	err := c.WaitHealthy(wctx, p.Service)
 	cancel()
 	if err != nil {
 		return check.NotProven("the new replicas did not become healthy: %v", err)
@@ -259,11 +259,9 @@ func scaleOut(ctx context.Context, e *check.Env, p Params, c fault.Cluster) chec
 	if err := c.Exec(ctx, p.Proxy, "nginx", "-s", "reload"); err != nil {
 		return check.Failed("nginx -s reload succeeds", err.Error())
 	}
-	time.Sleep(500 * time.Millisecond) // the old workers finish, the new ones take over
-	after, err := c.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("listing replicas: %v", err)
-	}
+	// The new replicas are waited for (bounded): that they then get traffic is the point,
+	// so a wait that runs out is not inconclusive: the measurement below fails it.
+	after, _, _ := check.AwaitRotation(ctx, e, c, p.Service, 10*time.Second)
 	samples := run(ctx, e, p, 3*time.Second, 0)
 	by, failed := tally(samples)
 	if len(failed) > 0 {

@@ -203,9 +203,9 @@ func configure(ctx context.Context, e *check.Env, p Params, body any) error {
 }
 
 func phase1(ctx context.Context, e *check.Env, p Params, c fault.Cluster, st *state) check.Verdict {
-	hosts, err := c.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("listing servers: %v", err)
+	hosts, v, ok := check.AwaitRotation(ctx, e, c, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	if len(hosts) != 2 {
 		return check.NotProven("the three phases need exactly two servers, found %d", len(hosts))

@@ -187,9 +187,9 @@ func decode(r *check.Response) (user, error) {
 }
 
 func crud(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	expect := func(what string, r *check.Response, err error, status int) string {
 		switch {
@@ -340,9 +340,9 @@ func version(username string) (int, bool) {
 const deleted = 1 << 30
 
 func readAfterWrite(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	ids := make([]int64, p.Users)
 	acked := make([]int64, p.Users)   // last acknowledged version per user, read before each GET
@@ -589,9 +589,9 @@ func (l *skewed) run(ctx context.Context, p Params, d time.Duration) {
 // The load is a fixed number of requests (those of the pause at the check's rate), so
 // requests stuck during the pause are measured when they end rather than cut off.
 func redisSlow(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	before, err := scrapeReplicas(ctx, e.Client, p, replicas)
 	if err != nil {
@@ -643,9 +643,9 @@ func redisSlow(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger
 }
 
 func hitRatio(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	l := &skewed{e: e, led: led, failed: map[string]int{}}
 	l.run(ctx, p, p.Warmup)
@@ -673,9 +673,9 @@ func hitRatio(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger)
 }
 
 func redisOutage(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	l := &skewed{e: e, led: led, failed: map[string]int{}}
 	lctx, stopLoad := context.WithCancel(ctx)
@@ -832,9 +832,9 @@ func ranks(ctx context.Context, e *check.Env, replicas []string, path string) (m
 // deletes the first through the API, and reads again: every replica must rank the second
 // one place higher at once.
 func rankAfterDelete(ctx context.Context, e *check.Env, p Params, s Stack, led *ledger) check.Verdict {
-	replicas, err := s.Replicas(ctx, p.Service)
-	if err != nil {
-		return check.NotProven("cannot list the replicas: %v", err)
+	replicas, v, ok := check.AwaitRotation(ctx, e, s, p.Service, check.Settled.Within)
+	if !ok {
+		return v
 	}
 	var ids [2]int64
 	for i := range ids {
