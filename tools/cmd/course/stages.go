@@ -124,7 +124,7 @@ func open(kind string, n int) (*session, error) {
 // settle is what a settled stack means for this stage (see check.Preflight).
 func (s *session) settle() check.Settle {
 	st := check.Settled
-	st.Stage, st.Replicas = s.stage.Number, s.stage.Replicas
+	st.Stage, st.Replicas, st.Rejoin = s.stage.Number, s.stage.Replicas, s.stage.Rejoin
 	return st
 }
 

@@ -44,6 +44,9 @@ type Settle struct {
 	// fail_timeout) and a slow start. One running longer than that and still left out is
 	// not settling: the balancer is wrong, and the steps fail it.
 	Recent time.Duration
+	// Rejoin says how a replica gets back into the balancer's rotation, for a preflight
+	// that gave up waiting for one (course.toml's rejoin).
+	Rejoin string
 }
 
 // Settled is what `make stage N check` and `bench` wait for.
@@ -79,6 +82,9 @@ func Preflight(ctx context.Context, e *Env, obs Observer, s Settle, out io.Write
 			announced = true
 		}
 		if waited >= s.Within || !pause(ctx, s.Poll) {
+			if s.Rejoin != "" && strings.Contains(strings.Join(unsettled, ";"), "rotation yet") {
+				unsettled = append(unsettled, "if it never rejoins: "+s.Rejoin)
+			}
 			return NotProven("the stack did not settle within %s, so the check would prove nothing: %s. Look with make stage %[3]d ps and make stage %[3]d logs, or start afresh: make stage %[3]d down, then up",
 				waited.Round(100*time.Millisecond), strings.Join(unsettled, "; "), s.Stage)
 		}

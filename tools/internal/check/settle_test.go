@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,11 +147,12 @@ func TestPreflightNamesWhatNeverSettles(t *testing.T) {
 			tc.change(s)
 			var out bytes.Buffer
 			brief := quick
-			brief.Within = 500 * time.Millisecond
+			brief.Within, brief.Rejoin = 500*time.Millisecond, "reload nginx"
 			v := Preflight(context.Background(), s.env(), s, brief, &out, "stage-3")
 			assert.Equal(t, Inconclusive, v.Outcome)
 			assert.Contains(t, v.Seen, tc.want)
 			assert.Contains(t, v.Seen, "make stage 3 ps")
+			assert.Equal(t, name == "not in rotation", strings.Contains(v.Seen, "if it never rejoins: reload nginx"), v.Seen)
 			assert.Contains(t, out.String(), "waiting up to 500ms")
 		})
 	}

@@ -20,6 +20,7 @@ type Stage struct {
 	Chapter  string   `toml:"chapter"`
 	Target   string   `toml:"target"`
 	Replicas string   `toml:"replicas"` // the service the target balances over, if any
+	Rejoin   string   `toml:"rejoin"`   // how a replica gets back into the target's rotation
 	Finished bool     `toml:"finished"`
 	Negative Negative `toml:"negative"`
 }
