@@ -39,12 +39,14 @@ func (c *Config) Self() string {
 	return c.SelfURL
 }
 
-// Run registers this server (see Register), then re-registers every Heartbeat until ctx ends.
+// Run registers this server (see Register), then re-registers every Heartbeat until ctx
+// ends. It returns an error only if it gave up (the balancer refused with a 4xx): ctx
+// ending while a registration was still retrying is a shutdown, and returns nil.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.BalancerURL == "" {
 		return nil
 	}
-	if err := Register(ctx, cfg, log); err != nil {
+	if err := Register(ctx, cfg, log); err != nil && ctx.Err() == nil {
 		return err
 	}
 	t := time.NewTicker(cfg.Heartbeat)
@@ -54,7 +56,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := Register(ctx, cfg, log); err != nil {
+			if err := Register(ctx, cfg, log); err != nil && ctx.Err() == nil {
 				return err
 			}
 		}

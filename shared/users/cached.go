@@ -22,13 +22,27 @@ import (
 // profiles cache to a new generation (every cached profile becomes a miss). Creating a
 // user (no messages) or renaming one changes no one else's rank.
 type Cached struct {
-	store    *Store
+	store    source
 	users    *cacheaside.Aside[User]
 	profiles *cacheaside.Aside[Profile]
 }
 
+// source is what Cached reads and writes through: a *Store (a fake in tests, which have
+// no Postgres).
+type source interface {
+	Reader
+	Profiler
+	Create(ctx context.Context, in Input) (User, error)
+	Update(ctx context.Context, id int64, in Input) (User, error)
+	Delete(ctx context.Context, id int64) (messages int64, err error)
+}
+
 // NewCached puts caches named "users" and "profiles" in front of store.
 func NewCached(store *Store, rdb redis.Cmdable, cfg cacheaside.Config, reg prometheus.Registerer, log *slog.Logger) (*Cached, error) {
+	return newCached(store, rdb, cfg, reg, log)
+}
+
+func newCached(store source, rdb redis.Cmdable, cfg cacheaside.Config, reg prometheus.Registerer, log *slog.Logger) (*Cached, error) {
 	u, err := cacheaside.New[User]("users", rdb, pgx.ErrNoRows, cfg, reg, log)
 	if err != nil {
 		return nil, err

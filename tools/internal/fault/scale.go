@@ -75,8 +75,11 @@ func (d *Docker) replica(ctx context.Context, verb, service, host string, op fun
 // Scale makes the service run n containers, as `docker compose up --scale SERVICE=n`
 // would: new ones are clones of an existing replica (same image, environment, labels and
 // network aliases, so Docker's DNS answers the service name with them too); surplus ones,
-// the highest-numbered first, are stopped and removed.
+// the highest-numbered first, are stopped and removed (all of them for n = 0).
 func (d *Docker) Scale(ctx context.Context, service string, n int) error {
+	if n < 0 {
+		return fmt.Errorf("cannot scale %s to %d containers", service, n)
+	}
 	ids, err := d.Containers(ctx, service)
 	if err != nil {
 		return err
@@ -99,9 +102,6 @@ func (d *Docker) Scale(ctx context.Context, service string, n int) error {
 			template = c
 		}
 	}
-	if template.Config == nil {
-		return fmt.Errorf("no running %s container to clone", service)
-	}
 	slices.SortFunc(have, func(a, b box) int { return a.num - b.num })
 	for len(have) > n {
 		last := have[len(have)-1]
@@ -113,6 +113,13 @@ func (d *Docker) Scale(ctx context.Context, service string, n int) error {
 			return err
 		}
 		have = have[:len(have)-1]
+	}
+	if len(have) == n {
+		return nil
+	}
+	// Growing: nothing was removed, and Containers never lists none, so have is not empty.
+	if template.Config == nil {
+		return fmt.Errorf("no running %s container to clone", service)
 	}
 	for num := have[len(have)-1].num + 1; len(have) < n; num++ {
 		id, err := d.clone(ctx, template, service, num)

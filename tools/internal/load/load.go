@@ -1,15 +1,21 @@
 // Package load drives a target with a fixed number of workers for a bounded time or count,
 // recording every latency in an HDR histogram (and, if asked, on a timeline for charts).
+//
+// With a rate the schedule is open-loop: request i is due at start + i/rate and its latency
+// counts from then, so a stalled target shows in every request it delayed instead of one per
+// worker (coordinated omission). The scheduler is hand-written rather than vegeta's Attacker:
+// that one only sends HTTP targets, stamps latency when a worker picks a tick up (the same
+// omission once its workers are capped) and would bring a large dependency tree.
 package load
 
 import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"golang.org/x/time/rate"
 
 	"github.com/sysdesign-course/course/tools/internal/report"
 )
@@ -17,7 +23,7 @@ import (
 // Options bound a run. Duration and Requests are both limits; at least one must be set.
 type Options struct {
 	Name     string        // series name on the timeline
-	Workers  int           // concurrent requests in flight
+	Workers  int           // most requests in flight; with a rate, late requests queue for a worker
 	Duration time.Duration // stop after this long
 	Requests int           // stop after this many requests (0: no count limit)
 	Rate     float64       // total requests per second; 0 sends as fast as the workers can
@@ -32,7 +38,7 @@ type Op func(ctx context.Context) (instance string, err error)
 type Result struct {
 	Elapsed    time.Duration
 	OK, Failed int64
-	Latency    *hdrhistogram.Histogram // every request, microseconds
+	Latency    *hdrhistogram.Histogram // every request, microseconds, from its intended send time if Rate > 0
 	ByInstance map[string]int64        // successful requests per answering instance
 	Errors     map[string]int64        // failure messages and how often each was seen
 }
@@ -47,6 +53,11 @@ func (r *Result) Throughput() float64 {
 
 // Run sends requests until a limit is reached or ctx ends. Each worker keeps its own
 // histogram and counters so workers never contend on a lock; they are merged at the end.
+//
+// With Rate > 0, workers take request numbers in order and wait for each one's due time;
+// a worker that takes a request already overdue (all were busy) sends it at once, and the
+// time it waited counts in its latency. With Rate == 0 there is no schedule, so latency
+// counts from the actual send.
 func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 	if o.Workers <= 0 || (o.Duration <= 0 && o.Requests <= 0) {
 		return nil, errors.New("load: need workers > 0 and a duration or a request count")
@@ -56,18 +67,6 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, o.Duration)
 		defer cancel()
 	}
-	var limiter *rate.Limiter
-	if o.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
-	}
-	var budget chan struct{}
-	if o.Requests > 0 {
-		budget = make(chan struct{}, o.Requests)
-		for range o.Requests {
-			budget <- struct{}{}
-		}
-		close(budget)
-	}
 
 	type local struct {
 		ok, failed int64
@@ -75,22 +74,27 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 		inst, errs map[string]int64
 	}
 	locals := make([]*local, o.Workers)
+	var next atomic.Int64 // number of the next request to send
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range o.Workers {
 		l := &local{hist: report.NewHistogram(), inst: map[string]int64{}, errs: map[string]int64{}}
 		locals[w] = l
 		wg.Go(func() {
+			timer := time.NewTimer(0)
+			defer timer.Stop()
 			for ctx.Err() == nil {
-				if budget != nil {
-					if _, ok := <-budget; !ok {
-						return
-					}
-				}
-				if limiter != nil && limiter.Wait(ctx) != nil {
+				i := next.Add(1) - 1
+				if o.Requests > 0 && i >= int64(o.Requests) {
 					return
 				}
 				t0 := time.Now()
+				if o.Rate > 0 {
+					t0 = start.Add(time.Duration(float64(i) * float64(time.Second) / o.Rate))
+					if !waitUntil(ctx, timer, t0) {
+						return
+					}
+				}
 				inst, err := op(ctx)
 				lat := time.Since(t0)
 				if err != nil && ctx.Err() != nil {
@@ -125,4 +129,19 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// waitUntil blocks until due (at once if it has passed) and reports false if ctx ended first.
+func waitUntil(ctx context.Context, timer *time.Timer, due time.Time) bool {
+	d := time.Until(due)
+	if d <= 0 {
+		return true
+	}
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
