@@ -25,10 +25,15 @@ type Params struct {
 	Fair           float64       // each replica gets at least this fraction of an even share
 	Slow           time.Duration // a request this slow paid for a try on a dead replica
 	ScaleTo        int
+	// How long the runs last (tests shorten them): each run measuring the spread
+	// (fair-share, scale-out), the load before and after the kill, each run looking for
+	// the restarted replica, and how long it has to get traffic again.
+	Spread, BeforeKill, AfterKill, Probe, Rejoin time.Duration
 }
 
 // Defaults are what `make stage 3 check` uses.
-var Defaults = Params{Service: "server", Proxy: "nginx", Workers: 8, Rate: 150, Fair: 0.6, Slow: 900 * time.Millisecond, ScaleTo: 5}
+var Defaults = Params{Service: "server", Proxy: "nginx", Workers: 8, Rate: 150, Fair: 0.6, Slow: 900 * time.Millisecond, ScaleTo: 5,
+	Spread: 3 * time.Second, BeforeKill: 2 * time.Second, AfterKill: 7 * time.Second, Probe: 2 * time.Second, Rejoin: 12 * time.Second}
 
 const doc = "docs/03-replicas.md"
 
@@ -138,7 +143,7 @@ func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) che
 	if len(replicas) < 2 {
 		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
 	}
-	samples := run(ctx, e, p, 3*time.Second, 0)
+	samples := run(ctx, e, p, p.Spread, 0)
 	by, failed := tally(samples)
 	if len(failed) > 0 {
 		return check.Failed("no failed requests through "+e.Target, fmt.Sprintf("%s of %d requests failed", check.Counts(failed), len(samples)))
@@ -161,13 +166,19 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 	victim := replicas[len(replicas)-1]
 	var samples []sample
 	var wg sync.WaitGroup
-	wg.Go(func() { samples = run(ctx, e, p, 9*time.Second, p.Rate) })
-	time.Sleep(2 * time.Second)
+	wg.Go(func() { samples = run(ctx, e, p, p.BeforeKill+p.AfterKill, p.Rate) })
+	time.Sleep(p.BeforeKill)
 	killedAt := time.Now()
 	if err := c.KillReplica(ctx, p.Service, victim); err != nil {
 		wg.Wait()
 		return check.NotProven("could not kill %s: %v", victim, err)
 	}
+	restarted := false
+	defer func() { // a step that fails before the restart still leaves every replica to the next one
+		if !restarted {
+			_ = c.Start(context.WithoutCancel(ctx), p.Service)
+		}
+	}()
 	wg.Wait()
 
 	after := 0
@@ -210,6 +221,7 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 	}
 
 	// Start it again: it must rejoin.
+	restarted = true
 	if err := c.Start(ctx, p.Service); err != nil {
 		return check.Failed(victim+" starts again", err.Error())
 	}
@@ -220,8 +232,8 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 		return check.Failed(victim+" healthy again", err.Error())
 	}
 	var back []sample
-	for deadline := time.Now().Add(12 * time.Second); time.Now().Before(deadline); {
-		back = run(ctx, e, p, 2*time.Second, p.Rate)
+	for deadline := time.Now().Add(p.Rejoin); time.Now().Before(deadline); {
+		back = run(ctx, e, p, p.Probe, p.Rate)
 		if by, _ := tally(back); by[victim] > 0 {
 			_, f := tally(back)
 			if len(f) > 0 {
@@ -232,7 +244,7 @@ func killReplica(ctx context.Context, e *check.Env, p Params, c fault.Cluster) c
 		}
 	}
 	by, _ := tally(back)
-	return check.Failed(victim+" receives traffic again within 12 s of being healthy", "it got none: "+shares(by)).
+	return check.Failed(fmt.Sprintf("%s receives traffic again within %s of being healthy", victim, p.Rejoin), "it got none: "+shares(by)).
 		WithHint("if its address changed on restart, nginx still points at the old one: nginx resolves names only at start or reload.")
 }
 
@@ -261,8 +273,8 @@ func scaleOut(ctx context.Context, e *check.Env, p Params, c fault.Cluster) chec
 	}
 	// The new replicas are waited for (bounded): that they then get traffic is the point,
 	// so a wait that runs out is not inconclusive: the measurement below fails it.
-	after, _, _ := check.AwaitRotation(ctx, e, c, p.Service, 10*time.Second)
-	samples := run(ctx, e, p, 3*time.Second, 0)
+	after, _, _ := check.AwaitRotation(ctx, e, c, p.Service, p.Rejoin)
+	samples := run(ctx, e, p, p.Spread, 0)
 	by, failed := tally(samples)
 	if len(failed) > 0 {
 		return check.Failed("no failed requests after the scale", check.Counts(failed))

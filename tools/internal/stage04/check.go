@@ -22,6 +22,7 @@ import (
 type Params struct {
 	Service              string
 	Admin                string // the balancer's admin URL
+	Port                 string // ends the servers' URLs on the balancer; empty where the hosts carry it
 	N                    int64  // the prime every request checks
 	Clients              int
 	Phase                time.Duration
@@ -30,7 +31,7 @@ type Params struct {
 }
 
 // Defaults are what `make stage 4 check` uses.
-var Defaults = Params{Service: "server", Admin: "http://lb:8081", N: 25_000_009, Clients: 8,
+var Defaults = Params{Service: "server", Admin: "http://lb:8081", Port: ":8080", N: 25_000_009, Clients: 8,
 	Phase: 8 * time.Second, Detect: 1500 * time.Millisecond, ServerCPUs: 0.5, SlowCPUs: 0.1}
 
 const doc = "docs/04-prime-lb.md"
@@ -179,7 +180,7 @@ func backends(ctx context.Context, e *check.Env, p Params) (map[string]backend, 
 	}
 	out := map[string]backend{}
 	for _, b := range s.Backends {
-		host := strings.TrimSuffix(strings.TrimPrefix(b.URL, "http://"), ":8080")
+		host := strings.TrimSuffix(strings.TrimPrefix(b.URL, "http://"), p.Port)
 		out[host] = backend{State: b.State, Total: b.Total}
 	}
 	return out, nil
@@ -322,7 +323,7 @@ func weighted(ctx context.Context, e *check.Env, p Params, st *state) check.Verd
 		return check.NotProven("phase 1 did not find two servers")
 	}
 	heavy, light := st.hosts[0], st.hosts[1]
-	url := func(h string) string { return "http://" + h + ":8080" }
+	url := func(h string) string { return "http://" + h + p.Port }
 	if err := configure(ctx, e, p, map[string]any{"strategy": "weighted", "weights": map[string]int{url(heavy): 3, url(light): 1}}); err != nil {
 		return check.NotProven("could not switch to weighted: %v", err)
 	}
