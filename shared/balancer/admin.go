@@ -27,7 +27,8 @@ type Registration struct {
 // Admin serves the balancer's control plane, meant for the internal network and the
 // host's loopback only:
 //
-//	POST   /register     {"url": "http://host:8080", "weight": 1}  a server announces itself (again: a heartbeat)
+//	POST   /register     {"url": "http://host:8080", "weight": 1}  a server announces itself (again: a heartbeat);
+//	                     403 for the balancer's own address, 409 past MaxBackends (see Register)
 //	DELETE /register     {"url": "http://host:8080"}               and leaves on shutdown
 //	GET    /stats        HTML that refreshes itself
 //	GET    /stats.json   the same data
@@ -42,9 +43,9 @@ func (lb *Balancer) Admin() http.Handler {
 		if reg.Weight == 0 {
 			reg.Weight = 1
 		}
-		added, err := lb.Add(reg.URL, reg.Weight)
+		added, err := lb.Register(r.Context(), reg.URL, reg.Weight)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			writeError(w, registerStatus(err), err.Error())
 			return
 		}
 		status := http.StatusOK
@@ -102,6 +103,24 @@ func (lb *Balancer) Admin() http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeError(w, http.StatusNotFound, "not found") })
 	return mux
+}
+
+// registerStatus is the answer to a refused registration. Only a name that did not
+// resolve is worth retrying (503: the registrar backs off and tries again); refusals are
+// 4xx, which the registrar takes as final.
+func registerStatus(err error) int {
+	switch {
+	case errors.Is(err, errInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, errSelf):
+		return http.StatusForbidden
+	case errors.Is(err, errFull):
+		return http.StatusConflict
+	case errors.Is(err, errResolve):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
 }
 
 // decode reads a small JSON body strictly, answering 400 itself when it cannot.

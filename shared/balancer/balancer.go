@@ -16,14 +16,19 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
 
 // Config is read from the environment by the balancer's main.
 type Config struct {
-	Strategy string   `env:"LB_STRATEGY" envDefault:"round-robin"`
-	Backends []string `env:"LB_BACKENDS" envSeparator:","` // static backends, besides those that register
+	// Addr serves the balanced traffic, AdminAddr the admin side (see Admin). A backend is
+	// never one of them (see Register).
+	Addr      string   `env:"LB_ADDR" envDefault:":8080"`
+	AdminAddr string   `env:"LB_ADMIN_ADDR" envDefault:":8081"`
+	Strategy  string   `env:"LB_STRATEGY" envDefault:"round-robin"`
+	Backends  []string `env:"LB_BACKENDS" envSeparator:","` // static backends, besides those that register
 	// Active health checks: GET HealthPath every HealthInterval (0 turns them off); a check
 	// fails if it takes longer than HealthTimeout or answers other than 200. A server whose
 	// CPU is saturated answers slowly but is not dead: a timeout much shorter than a second
@@ -50,6 +55,8 @@ type Balancer struct {
 	transport *http.Transport
 	checker   *http.Client
 
+	self self
+
 	mu       sync.Mutex
 	backends []*Backend
 	strategy Strategy
@@ -73,6 +80,9 @@ func New(cfg Config, log *slog.Logger) (*Balancer, error) {
 		},
 	}
 	lb.checker = &http.Client{Timeout: cfg.HealthTimeout, Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+	if lb.self, err = newSelf(cfg.Addr, cfg.AdminAddr); err != nil {
+		return nil, err
+	}
 	for _, raw := range cfg.Backends {
 		if _, err := lb.Add(raw, 1); err != nil {
 			return nil, err
@@ -83,21 +93,45 @@ func New(cfg Config, log *slog.Logger) (*Balancer, error) {
 
 // Add registers a backend and reports whether it is new; a known backend keeps its state
 // and weight, so servers can re-register as a heartbeat (weights change through SetWeight).
+// A new one is refused once the balancer holds MaxBackends.
 func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
+	u, err := parseBackend(raw, weight)
+	if err != nil {
+		return false, err
+	}
+	return lb.add(u, weight)
+}
+
+// parseBackend accepts exactly http://host:port (a trailing slash is dropped) with a port
+// from 1 to 65535, and a weight from 1 to 100.
+func parseBackend(raw string, weight int64) (*url.URL, error) {
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
-		return false, fmt.Errorf("backend url must look like http://host:port, got %q", raw)
+	bad := err != nil || u.Scheme != "http" || u.Hostname() == "" || u.User != nil || u.RawQuery != "" ||
+		u.Fragment != "" || u.Path != "" && u.Path != "/"
+	if !bad {
+		port, perr := strconv.Atoi(u.Port())
+		bad = perr != nil || port < 1 || port > 65535
+	}
+	if bad {
+		return nil, fmt.Errorf("%w: backend url must look like http://host:port (port 1-65535), got %q", errInvalid, raw)
 	}
 	if weight < 1 || weight > 100 {
-		return false, fmt.Errorf("weight must be from 1 to 100, got %d", weight)
+		return nil, fmt.Errorf("%w: weight must be from 1 to 100, got %d", errInvalid, weight)
 	}
 	u.Path = ""
+	return u, nil
+}
+
+func (lb *Balancer) add(u *url.URL, weight int64) (bool, error) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	for _, b := range lb.backends {
 		if b.URL.String() == u.String() {
 			return false, nil
 		}
+	}
+	if len(lb.backends) >= MaxBackends {
+		return false, fmt.Errorf("%w: the balancer holds at most %d backends; deregister one first", errFull, MaxBackends)
 	}
 	b := &Backend{URL: u, healthy: true}
 	b.weight.Store(weight)

@@ -20,8 +20,8 @@ type Switch interface {
 // Name is the cache's name: its key prefix and metrics label.
 func (a *Aside[V]) Name() string { return a.name }
 
-// AdminPath is where RegisterAdmin routes the switch. Balancers in front of the servers
-// must not forward it (the course's nginx answers 404 for /admin/).
+// AdminPath is where RegisterAdmin routes the switch, on the server's admin listener
+// (httpserver.Server.Admin), which no balancer forwards.
 const AdminPath = "/admin/cache"
 
 // RegisterAdmin routes GET AdminPath (each cache's state) and PUT AdminPath with

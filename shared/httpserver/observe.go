@@ -3,6 +3,7 @@ package httpserver
 import (
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -38,8 +39,19 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	return m
 }
 
-func (m *metrics) handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+// newAdmin is the admin side: the metrics of reg and Go's profiler. Its requests are not
+// counted in the HTTP metrics, which describe what clients got.
+func newAdmin(cfg Config, log *slog.Logger, reg *prometheus.Registry) *echo.Echo {
+	e := newEcho(cfg, log)
+	e.Use(requestLogger(log), middleware.Recover())
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	// pprof.Index serves the named profiles too (/debug/pprof/heap, goroutine, ...).
+	e.GET("/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
+	e.GET("/debug/pprof/cmdline", echo.WrapHandler(http.HandlerFunc(pprof.Cmdline)))
+	e.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+	e.Match([]string{http.MethodGet, http.MethodPost}, "/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
+	e.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	return e
 }
 
 // middleware labels by route template (/users/:id), never by raw path, so unknown paths

@@ -1,6 +1,11 @@
 // Package httpserver is the HTTP plumbing every course server shares: echo with request ids,
 // an instance header, JSON errors, Prometheus metrics, timeouts, and graceful shutdown.
 // Stages add their own routes on top; nothing here knows what a stage is about.
+//
+// A server listens twice. The public listener (ADDR, :8080) serves the application, /ping,
+// /healthz and /readyz: what balancers forward. The admin listener (ADMIN_ADDR, :9090)
+// serves /metrics, /debug/pprof/ and the stages' operator endpoints (/admin/...): no
+// balancer forwards it, so a client can neither read the internals nor flip a switch.
 package httpserver
 
 import (
@@ -22,7 +27,11 @@ import (
 
 // Config is read from the environment by the stage's main (see Load).
 type Config struct {
-	Addr              string        `env:"ADDR" envDefault:":8080"`
+	Addr string `env:"ADDR" envDefault:":8080"`
+	// AdminAddr is the admin listener's address: metrics, pprof, operator endpoints. It is
+	// reached on the stack's network (by the checks) or a loopback-only host port; empty
+	// turns it off.
+	AdminAddr         string        `env:"ADMIN_ADDR" envDefault:":9090"`
 	Instance          string        `env:"INSTANCE"` // defaults to the hostname (the container id under Docker)
 	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
 	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"10s"`
@@ -39,9 +48,11 @@ type Config struct {
 // can see who served each request.
 const InstanceHeader = "X-Served-By"
 
-// Server is an echo instance with the course's middleware and standard endpoints.
+// Server is an echo instance with the course's middleware and standard endpoints, and a
+// second one for the admin side.
 type Server struct {
-	Echo     *echo.Echo
+	Echo     *echo.Echo // the public side
+	Admin    *echo.Echo // the admin side: add operator endpoints here, never on Echo
 	Registry *prometheus.Registry
 	cfg      Config
 	log      *slog.Logger
@@ -54,20 +65,14 @@ type readiness struct {
 	check func(context.Context) error
 }
 
-// New builds a server with /ping, /healthz, /readyz and /metrics already routed.
-// /healthz says the process is alive; /readyz says it can do its job (see Ready).
+// New builds a server with /ping, /healthz and /readyz routed on the public side, and
+// /metrics and /debug/pprof/ on the admin side. /healthz says the process is alive;
+// /readyz says it can do its job (see Ready).
 func New(cfg Config, log *slog.Logger) *Server {
 	if cfg.Instance == "" {
 		cfg.Instance, _ = os.Hostname()
 	}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = jsonErrorHandler(log)
-	e.Server.ReadHeaderTimeout = cfg.ReadHeaderTimeout
-	e.Server.ReadTimeout = cfg.ReadTimeout
-	e.Server.WriteTimeout = cfg.WriteTimeout
-	e.Server.IdleTimeout = cfg.IdleTimeout
-
+	e := newEcho(cfg, log)
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
 
@@ -86,14 +91,25 @@ func New(cfg Config, log *slog.Logger) *Server {
 		middleware.Recover(),
 	)
 
-	s := &Server{Echo: e, Registry: reg, cfg: cfg, log: log}
+	s := &Server{Echo: e, Admin: newAdmin(cfg, log, reg), Registry: reg, cfg: cfg, log: log}
 	e.GET("/ping", s.ping)
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(m.handler(reg)))
 	return s
+}
+
+// newEcho is an echo with the course's timeouts and JSON errors, and no routes.
+func newEcho(cfg Config, log *slog.Logger) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = jsonErrorHandler(log)
+	e.Server.ReadHeaderTimeout = cfg.ReadHeaderTimeout
+	e.Server.ReadTimeout = cfg.ReadTimeout
+	e.Server.WriteTimeout = cfg.WriteTimeout // also bounds a CPU profile: ?seconds= must stay below it
+	e.Server.IdleTimeout = cfg.IdleTimeout
+	return e
 }
 
 // OnShutdown runs f when a shutdown begins, before the server stops accepting requests:
@@ -140,13 +156,22 @@ func (s *Server) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() {
-		s.log.Info("listening", "addr", s.cfg.Addr, "instance", s.cfg.Instance)
+		s.log.Info("listening", "addr", s.cfg.Addr, "admin_addr", s.cfg.AdminAddr, "instance", s.cfg.Instance)
 		errc <- s.Echo.Start(s.cfg.Addr)
 	}()
+	adminErr := make(chan error, 1)
+	if s.cfg.AdminAddr != "" {
+		go func() { adminErr <- s.Admin.Start(s.cfg.AdminAddr) }()
+	}
+	// The admin side stops with the public one: metrics stay readable while requests drain.
+	defer s.Admin.Close()
 
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-adminErr:
+		_ = s.Echo.Close()
+		return fmt.Errorf("admin listener: %w", err)
 	case <-ctx.Done():
 	}
 

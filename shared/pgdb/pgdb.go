@@ -7,14 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jackc/puddle/v2"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -108,18 +112,32 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, wait time.Dura
 // IsNotFound reports a query that found no row.
 func IsNotFound(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
-// IsUnavailable reports errors that mean "the database cannot answer now" (down,
-// unreachable, too slow, shutting down), as opposed to an error about the query itself.
+// unavailableCodes are the SQLSTATEs, besides class 08 (connection exception), that mean
+// "not now" rather than "wrong": retrying the same statement later can succeed.
+var unavailableCodes = map[string]bool{
+	"57P01": true, // admin_shutdown: Postgres is stopping
+	"57P02": true, // crash_shutdown
+	"57P03": true, // cannot_connect_now: Postgres is starting or recovering
+	"57014": true, // query_canceled: our statement_timeout, the database too slow right now
+	"53300": true, // too_many_connections
+	"40001": true, // serialization_failure: the transaction lost a race; retry it
+	"40P01": true, // deadlock_detected: likewise
+}
+
+// IsUnavailable reports errors that mean "the database cannot answer now": down,
+// unreachable, starting or stopping, out of connections, too slow, or the connection
+// died. They deserve a 503 and a retry. Anything else (a scan into the wrong type, a
+// syntax error, a wrong password) is a bug no retry fixes: the caller answers 500 and
+// logs the cause.
 func IsUnavailable(err error) bool {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		// connection exception, transaction rollback (deadlock, serialization: retry),
-		// insufficient resources, operator intervention (incl. timeouts)
-		case "08", "40", "53", "57":
-			return true
-		}
-		return false
+	if errors.As(err, &pgErr) { // Postgres answered: its code says which kind
+		return strings.HasPrefix(pgErr.Code, "08") || unavailableCodes[pgErr.Code]
 	}
-	return err != nil && !IsNotFound(err)
+	var netErr net.Error // dial, refused, reset, DNS, network timeouts
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &netErr) || errors.As(err, &connectErr) ||
+		errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || // the server hung up mid-exchange
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, puddle.ErrClosedPool)
 }

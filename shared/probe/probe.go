@@ -3,7 +3,6 @@
 package probe
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -23,15 +22,11 @@ func IfRequested(url string) {
 	os.Exit(0)
 }
 
-// Check returns nil when url answers 200 within timeout.
+// Check returns nil when url answers 200 within timeout, which bounds the whole exchange
+// (connect, headers, redirects). Only the probed server's own answer counts: no proxy.
 func Check(url string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
 	if err != nil {
 		return err
 	}

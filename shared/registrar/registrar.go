@@ -98,13 +98,18 @@ func Deregister(ctx context.Context, cfg Config, log *slog.Logger) {
 	log.Info("deregistered from the balancer")
 }
 
+// client bounds each attempt: ctx may be the server's whole life (Run's heartbeats), and a
+// balancer that accepts the connection but never answers must not stall registration.
+// The balancer answers at once, or within its one-second name lookup (see balancer.Register).
+var client = &http.Client{Timeout: 3 * time.Second}
+
 func send(ctx context.Context, method, url string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return backoff.Permanent(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

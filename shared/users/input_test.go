@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,8 +252,9 @@ func TestWriterErrorsMapToStatuses(t *testing.T) {
 		{"no row on update", pgx.ErrNoRows, http.MethodPut, "/users/5", 404, "user not found"},
 		{"no row on delete", pgx.ErrNoRows, http.MethodDelete, "/users/5", 404, "user not found"},
 		{"wrapped no row", fmt.Errorf("update: %w", pgx.ErrNoRows), http.MethodPut, "/users/5", 404, "user not found"},
-		{"database down", errors.New("dial tcp: connection refused"), http.MethodPost, "/users", 503, "retry later"},
+		{"database down", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, http.MethodPost, "/users", 503, "retry later"},
 		{"broken query", &pgconn.PgError{Code: "42601", Message: "syntax error at or near SELEC"}, http.MethodPost, "/users", 500, "Internal Server Error"},
+		{"scan bug", errors.New("can't scan into dest[0]: SELEC"), http.MethodPost, "/users", 500, "Internal Server Error"},
 	} {
 		fw := &fakeWriter{err: tc.err}
 		w := serve(newWriteServer(fw), tc.method, tc.path, jsonCT, body)

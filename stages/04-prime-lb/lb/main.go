@@ -1,5 +1,5 @@
 // Command lb is the course's hand-written load balancer (shared/balancer): the proxy on
-// :8080, its admin side (registration, stats page, config) on :8081.
+// LB_ADDR (:8080), its admin side (registration, stats page, config) on LB_ADMIN_ADDR (:8081).
 package main
 
 import (
@@ -30,14 +30,14 @@ func main() {
 	go lb.RunHealthChecks(ctx)
 
 	servers := []*http.Server{
-		{Addr: ":8080", Handler: lb, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second},
-		{Addr: ":8081", Handler: lb.Admin(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
+		{Addr: cfg.Addr, Handler: lb, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second},
+		{Addr: cfg.AdminAddr, Handler: lb.Admin(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
 		go func() { errc <- s.ListenAndServe() }()
 	}
-	log.Info("balancing", "proxy", ":8080", "admin", ":8081", "strategy", cfg.Strategy, "health_interval", cfg.HealthInterval,
+	log.Info("balancing", "proxy", cfg.Addr, "admin", cfg.AdminAddr, "strategy", cfg.Strategy, "health_interval", cfg.HealthInterval,
 		"passive_errors", cfg.PassiveErrors, "retries", cfg.Retries)
 	select {
 	case err := <-errc:

@@ -54,7 +54,7 @@ func main() {
 	users.Register(srv.Echo, store, cfg.DB.QueryTimeout, log)
 	users.RegisterWrites(srv.Echo, store, cfg.DB.QueryTimeout, log)
 	users.RegisterProfile(srv.Echo, store, cfg.DB.QueryTimeout, log)
-	cacheaside.RegisterAdmin(srv.Echo, store.Caches()...)
+	cacheaside.RegisterAdmin(srv.Admin, store.Caches()...) // the admin listener: no balancer forwards it
 	srv.Ready("postgres", pool.Ping)
 	for _, err := range []error{pgdb.RegisterMetrics(srv.Registry, pool), redisdb.RegisterMetrics(srv.Registry, rdb)} {
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/fault"
 	"github.com/sysdesign-course/course/tools/internal/load"
 	"github.com/sysdesign-course/course/tools/internal/stage05"
@@ -28,13 +29,13 @@ func cacheCmd(ctx context.Context, project, state string) int {
 	defer cancel()
 	replicas, err := d.Replicas(ctx, stage05.Defaults.Service)
 	if err == nil {
-		err = stage05.Switch(ctx, load.NewClient(1, 5*time.Second), replicas, state == "on")
+		err = stage05.Switch(ctx, load.NewClient(1, 5*time.Second), stage05.Defaults.Admin, replicas, state == "on")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cache:", err)
 		return 1
 	}
-	fmt.Printf("cache %s on %d replicas (%v); watch cache_requests_total and db_queries_total in /metrics\n", state, len(replicas), replicas)
+	fmt.Printf("cache %s on %d replicas (%v); watch cache_requests_total and db_queries_total in each replica's /metrics (admin port %s)\n", state, len(replicas), replicas, check.AdminPort)
 	return 0
 }
 

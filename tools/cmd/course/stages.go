@@ -49,7 +49,7 @@ var stages = map[int]stage{
 	2: {
 		steps: fixed(stage02.Steps(stage02.Defaults)),
 		bench: func(ctx context.Context, st course.Stage, _ *fault.Docker) (report.Table, []report.Bars, error) {
-			return stage02.Bench(ctx, stage02.BenchDefaults, st.Target)
+			return stage02.Bench(ctx, stage02.BenchDefaults, st.Target, stage02.Defaults.Metrics)
 		},
 	},
 	3: {

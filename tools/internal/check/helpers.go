@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -12,6 +13,14 @@ import (
 
 	"github.com/sysdesign-course/course/tools/internal/load"
 )
+
+// AdminPort is where a course server's admin listener answers (shared/httpserver's
+// ADMIN_ADDR): /metrics, /debug/pprof/, /admin/... No balancer forwards it, so checks reach
+// each server by its name or hostname on the stack's network.
+const AdminPort = "9090"
+
+// AdminURL is the base URL of host's admin listener, e.g. http://server:9090.
+func AdminURL(host string) string { return "http://" + net.JoinHostPort(host, AdminPort) }
 
 // Request names one request a step sends, with its JSON body if it has one, and the
 // status it must get if one in particular (ClientErrors otherwise accepts any 4xx).

@@ -16,8 +16,8 @@ var BenchDefaults = bench.Params{Workers: 32, Rounds: 4, Warmup: time.Second, Ro
 
 // Bench measures GET /users/:id with ids drawn uniformly from all users and from the hot
 // set, in alternating rounds, and the pool's statistics over each: the baseline that the
-// cache stage is compared with.
-func Bench(ctx context.Context, p bench.Params, target string) (report.Table, []report.Bars, error) {
+// cache stage is compared with. metrics is the server's /metrics, on its admin listener.
+func Bench(ctx context.Context, p bench.Params, target, metrics string) (report.Table, []report.Bars, error) {
 	client := load.NewClient(p.Workers, 5*time.Second)
 	type mode struct {
 		m     *bench.Measurement
@@ -35,14 +35,14 @@ func Bench(ctx context.Context, p bench.Params, target string) (report.Table, []
 			op := func(ctx context.Context) (string, error) {
 				return load.Get(client, fmt.Sprintf("%s/users/%d", target, rand.IntN(md.ids)+1))(ctx)
 			}
-			before, err := bench.Scrape(ctx, client, target+"/metrics")
+			before, err := bench.Scrape(ctx, client, metrics)
 			if err != nil {
 				return report.Table{}, nil, err
 			}
 			if _, err := bench.Round(ctx, md.m, op, p.Workers, p.Warmup, p.Round); err != nil {
 				return report.Table{}, nil, err
 			}
-			after, err := bench.Scrape(ctx, client, target+"/metrics")
+			after, err := bench.Scrape(ctx, client, metrics)
 			if err != nil {
 				return report.Table{}, nil, err
 			}

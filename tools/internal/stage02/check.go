@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/sysdesign-course/course/tools/internal/bench"
 	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/load"
 )
@@ -36,10 +37,12 @@ type Params struct {
 	Outage        time.Duration // how long to keep probing while the database is down
 	FailFast      time.Duration // a 503 must come back within this
 	RecoverWithin time.Duration // after the database is healthy again
+	Metrics       string        // the server's /metrics, on its admin listener
 }
 
 // Defaults are what `make stage 2 check` uses.
-var Defaults = Params{Database: "postgres", Outage: 4 * time.Second, FailFast: 3 * time.Second, RecoverWithin: 10 * time.Second}
+var Defaults = Params{Database: "postgres", Outage: 4 * time.Second, FailFast: 3 * time.Second, RecoverWithin: 10 * time.Second,
+	Metrics: check.AdminURL("server") + "/metrics"}
 
 const doc = "docs/02-db.md"
 
@@ -264,20 +267,18 @@ func badInput(ctx context.Context, e *check.Env) check.Verdict {
 	return check.Passed("%d bad requests all answered 4xx with a JSON error (unknown users 404)", len(badCases))
 }
 
-var startTime = regexp.MustCompile(`(?m)^process_start_time_seconds (\S+)$`)
-
-// processStart reads the server's start time from /metrics: if it changes, the server
-// restarted, which is not what "recovers by itself" means.
-func processStart(ctx context.Context, e *check.Env) (string, error) {
-	r, err := e.Get(ctx, "metrics", "/metrics")
+// processStart reads the server's start time from its /metrics: if it changes, the
+// server restarted, which is not what "recovers by itself" means.
+func processStart(ctx context.Context, e *check.Env, metrics string) (string, error) {
+	m, err := bench.Scrape(ctx, e.Client, metrics)
 	if err != nil {
 		return "", err
 	}
-	m := startTime.FindSubmatch(r.Body)
-	if m == nil {
-		return "", fmt.Errorf("/metrics has no process_start_time_seconds")
+	start, ok := m["process_start_time_seconds"]
+	if !ok {
+		return "", fmt.Errorf("%s has no process_start_time_seconds", metrics)
 	}
-	return string(m[1]), nil
+	return strconv.FormatFloat(start, 'f', -1, 64), nil
 }
 
 // probe is one round of requests during the outage.
@@ -326,7 +327,7 @@ func sample(ctx context.Context, e *check.Env, fast time.Duration) probe {
 func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 	ctx, cancel := context.WithTimeout(ctx, p.Outage+p.RecoverWithin+90*time.Second)
 	defer cancel()
-	before, err := processStart(ctx, e)
+	before, err := processStart(ctx, e, p.Metrics)
 	if err != nil {
 		return check.Failed("the server's /metrics with process_start_time_seconds", err.Error())
 	}
@@ -376,7 +377,7 @@ func outage(ctx context.Context, e *check.Env, p Params) check.Verdict {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	after, err := processStart(ctx, e)
+	after, err := processStart(ctx, e, p.Metrics)
 	if err != nil {
 		return check.Failed("the server answers /metrics after the outage", err.Error())
 	}

@@ -75,27 +75,34 @@ type flaws struct {
 }
 
 // fakeServer is stage 02's server with the database replaced by the seed's rules: the real
-// httpserver (/ping, /healthz, /readyz, /metrics, JSON errors) plus the three users reads,
-// answering with shared/users' exported types so the JSON has the real shapes.
+// httpserver (/ping, /healthz, /readyz, JSON errors; /metrics on its admin side) plus the
+// three users reads, answering with shared/users' exported types so the JSON has the real
+// shapes.
 type fakeServer struct {
 	db *fakeDB
 	flaws
 }
 
-func newFakeServer(t *testing.T, f flaws) (*httptest.Server, *fakeDB) {
+// newFakeServer starts the fake's public and admin listeners; the Params it returns are
+// fast ones that scrape this fake's /metrics.
+func newFakeServer(t *testing.T, f flaws) (*httptest.Server, *fakeDB, Params) {
 	s := &fakeServer{db: &fakeDB{}, flaws: f}
 	srv := httpserver.New(httpserver.Config{Instance: "test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv.Ready("postgres", s.db.ping)
 	srv.Echo.GET("/users", s.list)
 	srv.Echo.GET("/users/:id", s.get)
 	srv.Echo.GET("/users/:id/messages", s.messages)
-	var h http.Handler = srv.Echo
-	if f.restarts {
-		h = restartedAfterOutage(h, s.db)
-	}
-	ts := httptest.NewServer(h)
+	ts := httptest.NewServer(srv.Echo)
 	t.Cleanup(ts.Close)
-	return ts, s.db
+	var admin http.Handler = srv.Admin
+	if f.restarts {
+		admin = restartedAfterOutage(admin, s.db)
+	}
+	as := httptest.NewServer(admin)
+	t.Cleanup(as.Close)
+	p := fast
+	p.Metrics = as.URL + "/metrics"
+	return ts, s.db, p
 }
 
 var seedEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -259,8 +266,8 @@ func runCheck(t *testing.T, target string, faults *fakeDB, steps []check.Step) (
 
 func TestCheckPassesOnACorrectServer(t *testing.T) {
 	t.Parallel()
-	ts, db := newFakeServer(t, flaws{})
-	results, outcome, out := runCheck(t, ts.URL, db, Steps(fast))
+	ts, db, p := newFakeServer(t, flaws{})
+	results, outcome, out := runCheck(t, ts.URL, db, Steps(p))
 	assert.Equal(t, check.Pass, outcome, out)
 	for name, r := range results {
 		assert.Equal(t, check.Pass, r.Outcome, "%s: %s", name, out)
@@ -293,8 +300,8 @@ func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			ts, db := newFakeServer(t, c.flaws)
-			results, outcome, out := runCheck(t, ts.URL, db, Steps(fast))
+			ts, db, p := newFakeServer(t, c.flaws)
+			results, outcome, out := runCheck(t, ts.URL, db, Steps(p))
 			assert.Equal(t, check.Fail, outcome, out)
 			checktest.OnlyFails(t, results, out, c.failing, c.hint, c.actual, "docs/02-db.md#")
 			t.Log("\n" + out)
@@ -305,8 +312,7 @@ func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
 // A database the injector cannot stop proves nothing about outages: inconclusive, not a pass.
 func TestOutageIsInconclusiveWhenTheDatabaseCannotBeStopped(t *testing.T) {
 	t.Parallel()
-	ts, db := newFakeServer(t, flaws{})
-	p := fast
+	ts, db, p := newFakeServer(t, flaws{})
 	p.Database = "mysql"
 	steps := Steps(p)
 	results, outcome, out := runCheck(t, ts.URL, db, steps[len(steps)-1:])

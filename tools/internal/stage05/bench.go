@@ -43,7 +43,7 @@ func (s *side) perSec(x float64) float64 { return x / s.wall.Seconds() }
 func (s *side) cores(service string) float64 { return s.cpu[service].Seconds() / s.wall.Seconds() }
 
 // Bench compares the same stack with its cache on and off, switched at run time on every
-// replica (PUT /admin/cache on each replica's own address: nginx does not forward it),
+// replica (PUT /admin/cache on each replica's admin listener, which nginx does not forward),
 // for two hot reads: a user by primary key, and a profile, whose rank counts every user's
 // messages. Rounds alternate on and off so drift on a noisy machine hits both alike.
 func Bench(ctx context.Context, p bench.Params, s BenchStack, params Params, proxyURL string) (report.Table, []report.Bars, error) {
@@ -52,7 +52,7 @@ func Bench(ctx context.Context, p bench.Params, s BenchStack, params Params, pro
 	if err != nil {
 		return report.Table{}, nil, err
 	}
-	set := func(ctx context.Context, on bool) error { return Switch(ctx, client, replicas, on) }
+	set := func(ctx context.Context, on bool) error { return Switch(ctx, client, params.Admin, replicas, on) }
 	defer func() { _ = set(context.WithoutCancel(ctx), true) }() // leave the cache on
 
 	reads := []struct{ name, path string }{
@@ -141,7 +141,7 @@ func cpuTimes(ctx context.Context, s BenchStack) (map[string]time.Duration, erro
 func scrapeReplicas(ctx context.Context, client *http.Client, p Params, replicas []string) (map[string]float64, error) {
 	sum := map[string]float64{}
 	for _, r := range replicas {
-		m, err := bench.Scrape(ctx, client, p.MetricsURL(r))
+		m, err := bench.Scrape(ctx, client, p.Admin(r)+"/metrics")
 		if err != nil {
 			return nil, err
 		}
@@ -152,10 +152,11 @@ func scrapeReplicas(ctx context.Context, client *http.Client, p Params, replicas
 	return sum, nil
 }
 
-// Switch turns the cache on or off on every replica, through each one's admin endpoint.
-func Switch(ctx context.Context, client *http.Client, replicas []string, on bool) error {
+// Switch turns the cache on or off on every replica, through the endpoint on each one's
+// admin listener (admin maps a replica's hostname to that listener's base URL).
+func Switch(ctx context.Context, client *http.Client, admin func(host string) string, replicas []string, on bool) error {
 	for _, r := range replicas {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+r+":8080/admin/cache",
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, admin(r)+"/admin/cache",
 			strings.NewReader(fmt.Sprintf(`{"enabled": %t}`, on)))
 		if err != nil {
 			return err

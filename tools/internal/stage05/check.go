@@ -37,7 +37,7 @@ type Stack interface {
 // Params size the steps.
 type Params struct {
 	Service, Redis, Postgres string
-	MetricsURL               func(host string) string // a replica's own /metrics
+	Admin                    func(host string) string // a replica's admin listener (metrics, cache switch)
 	Users                    int                      // users written concurrently in read-after-write
 	Readers                  int
 	RAWFor                   time.Duration
@@ -54,8 +54,8 @@ type Params struct {
 // Defaults are what `make stage 5 check` uses.
 var Defaults = Params{
 	Service: "server", Redis: "redis", Postgres: "postgres",
-	MetricsURL: func(host string) string { return "http://" + host + ":8080/metrics" },
-	Users:      8, Readers: 12, RAWFor: 5 * time.Second,
+	Admin: check.AdminURL,
+	Users: 8, Readers: 12, RAWFor: 5 * time.Second,
 	Workers: 16, Rate: 400, Warmup: time.Second, Window: 3 * time.Second, Outage: 4 * time.Second, Refill: 2 * time.Second,
 	Pause: 3 * time.Second, SlowBound: time.Second,
 	MinHitRatio: 0.8,

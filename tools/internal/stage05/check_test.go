@@ -34,11 +34,11 @@ import (
 )
 
 // The fake is the stage-05 stack in one process: three replicas (the real httpserver, so
-// X-Served-By and the JSON errors are the real ones; each with its own address for its
-// /metrics) behind a round-robin front standing in for nginx, sharing one "Postgres" (a map
-// with unique usernames and emails, seeded with users 1..10000 as shared/users/migrations
-// does) and one "Redis" (a map of copies, with not-found markers, that can be stopped). The
-// fake is also the check's Stack.
+// X-Served-By and the JSON errors are the real ones; each with its own admin address for
+// its /metrics, which the front never forwards) behind a round-robin front standing in for
+// nginx, sharing one "Postgres" (a map with unique usernames and emails, seeded with users
+// 1..10000 as shared/users/migrations does) and one "Redis" (a map of copies, with
+// not-found markers, that can be stopped). The fake is also the check's Stack.
 //
 // Its liberties all serve one end: that the correct fake passes on a loaded machine under
 // -race, where the shortened steps see only a few hundred requests.
@@ -89,10 +89,10 @@ var seedEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type fake struct {
 	flaws
-	names      []string
-	metricsURL map[string]string // replica name -> its own /metrics
-	front      *httptest.Server  // "nginx"
-	replicas   []*replica
+	names    []string
+	adminURL map[string]string // replica name -> its admin listener
+	front    *httptest.Server  // "nginx"
+	replicas []*replica
 
 	mu        sync.Mutex
 	store     map[int64]users.User // "Postgres"
@@ -126,7 +126,7 @@ type localEntry struct {
 
 func newFake(t *testing.T, fl flaws) *fake {
 	t.Helper()
-	f := &fake{flaws: fl, metricsURL: map[string]string{},
+	f := &fake{flaws: fl, adminURL: map[string]string{},
 		store: make(map[int64]users.User, seededUsers), byName: make(map[string]int64, seededUsers),
 		byEmail: make(map[string]int64, seededUsers), nextID: seededUsers + 1, cache: map[int64]entry{},
 		messages: make(map[int64]int64, seededUsers), byCount: map[int64]int{}, profiles: map[int64]users.Profile{}}
@@ -158,12 +158,11 @@ func newFake(t *testing.T, fl flaws) *fake {
 			srv.Echo.PUT("/users/:id", r.update)
 			srv.Echo.DELETE("/users/:id", r.remove)
 		}
-		// The replica's own address, where the check scrapes it (only the cache's counter).
-		srv.Echo.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
-		own := httptest.NewServer(srv.Echo)
-		t.Cleanup(own.Close)
+		// The replica's admin listener, where the check scrapes it (only the cache's counter).
+		admin := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		t.Cleanup(admin.Close)
 		f.names = append(f.names, name)
-		f.metricsURL[name] = own.URL + "/metrics"
+		f.adminURL[name] = admin.URL
 		f.replicas = append(f.replicas, r)
 		r.srvHandler = srv.Echo
 	}
@@ -549,7 +548,7 @@ func decodeInput(c echo.Context, crash bool) (users.Input, error) {
 // fast shrinks the defaults' durations; the hit ratio keeps its real 80 %.
 func fast(f *fake) Params {
 	p := Defaults
-	p.MetricsURL = func(host string) string { return f.metricsURL[host] }
+	p.Admin = func(host string) string { return f.adminURL[host] }
 	p.Users, p.Readers, p.RAWFor = 4, 6, 600*time.Millisecond
 	// A rate the machine keeps up with while every case runs at once (a few hundred req/s in
 	// all under -race): latency counts from each request's intended send time, so a load
