@@ -16,6 +16,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -85,13 +86,17 @@ func New(cfg Config, log *slog.Logger) (*Balancer, error) {
 // and weight, so servers can re-register as a heartbeat (weights change through SetWeight).
 func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
+	if err == nil {
+		u = &url.URL{Scheme: u.Scheme, Host: u.Host}
+	}
+	// raw must print back as scheme://host:port: user info, a query or a fragment would
+	// ride along on every proxied request, and a host that needs escaping names no server.
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.String() != strings.TrimSuffix(raw, "/") {
 		return false, fmt.Errorf("backend url must look like http://host:port, got %q", raw)
 	}
 	if weight < 1 || weight > 100 {
 		return false, fmt.Errorf("weight must be from 1 to 100, got %d", weight)
 	}
-	u.Path = ""
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	for _, b := range lb.backends {
