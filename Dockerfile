@@ -17,10 +17,11 @@ ENTRYPOINT ["/app"]
 
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
-# Module files first: the download layer is reused until a go.mod or go.sum changes.
+# Module files first: the download layer is reused until a go.mod or go.sum changes. All
+# three sit at their repository paths, so the replace ../shared in stages and tools resolves.
 COPY go.work go.work.sum* ./
 COPY shared/go.mod shared/go.sum shared/
-COPY stages/go.mod stages/
+COPY stages/go.mod stages/go.sum stages/
 COPY tools/go.mod tools/go.sum tools/
 RUN go mod download
 COPY . .

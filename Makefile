@@ -152,11 +152,29 @@ compose-v2: ## build and install the pinned Docker Compose v2 plugin from the Go
 	bash build/compose/install.sh
 
 # ---- testing ---------------------------------------------------------------------------
-.PHONY: test unit e2e doctor
-test: unit e2e ## unit tests (race detector) and every finished stage end to end
+.PHONY: test unit lint fuzz e2e doctor
+GO_PKGS := ./shared/... ./stages/... ./tools/...
+test: unit e2e ## lint, fuzz, unit tests (race detector) and every finished stage end to end
 
-unit: ## unit tests of the shared packages, stages and tools, with the race detector
-	go test -race -count=1 ./shared/... ./stages/... ./tools/...
+unit: lint fuzz ## lint and fuzz, then the unit tests of the shared packages, stages and tools, with the race detector
+	go test -race -count=1 $(GO_PKGS)
+
+# staticcheck is the tool of a module of its own, build/lint, outside go.work: required by
+# tools/go.mod, its x/tools and friends would join the workspace's build list and every
+# image's module download. `go tool -n` builds it (cached) and prints its path, so it runs
+# from here, where go.work puts all three modules in view.
+lint: ## go vet and staticcheck on the shared packages, stages and tools
+	go vet $(GO_PKGS)
+	"$$(GOWORK=off go -C build/lint tool -n staticcheck)" $(GO_PKGS)
+
+# -fuzz takes one target of one package a run, so each Fuzz function found gets its own.
+# The seed corpora (f.Add and testdata/fuzz) also run as plain tests in unit.
+FUZZTIME ?= 3s
+fuzz: ## fuzz every input parser for FUZZTIME (3s) each
+	@grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' shared stages tools | while IFS=: read -r file fn; do \
+	  cmd="go test -run '^\$$' -fuzz '^$${fn#func }\$$' -fuzztime=$(FUZZTIME) ./$$(dirname $$file)"; \
+	  echo "$$cmd"; eval "$$cmd"; \
+	done
 
 e2e: doctor ## every finished stage: up, check, negative control, down (and the stand-ins' smoke test when offline)
 	$(if $(OFFLINE_ENV),bash images/standins.sh --smoke)

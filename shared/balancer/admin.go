@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
 	"net/http"
 	"strings"
 )
@@ -129,6 +130,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "body must be JSON of the documented shape: "+err.Error())
+		return false
+	}
+	// Decode stops after the first value; whatever follows would go unread.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "body must hold exactly one JSON object")
 		return false
 	}
 	return true

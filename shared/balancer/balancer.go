@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -106,8 +107,10 @@ func (lb *Balancer) Add(raw string, weight int64) (bool, error) {
 // from 1 to 65535, and a weight from 1 to 100.
 func parseBackend(raw string, weight int64) (*url.URL, error) {
 	u, err := url.Parse(raw)
-	bad := err != nil || u.Scheme != "http" || u.Hostname() == "" || u.User != nil || u.RawQuery != "" ||
-		u.Fragment != "" || u.Path != "" && u.Path != "/"
+	// raw must print back as http://host:port: user info, a query or a fragment would ride
+	// along on every proxied request, and a host that needs escaping names no server.
+	bad := err != nil || u.Scheme != "http" || u.Hostname() == "" ||
+		(&url.URL{Scheme: u.Scheme, Host: u.Host}).String() != strings.TrimSuffix(raw, "/")
 	if !bad {
 		port, perr := strconv.Atoi(u.Port())
 		bad = perr != nil || port < 1 || port > 65535
@@ -118,8 +121,7 @@ func parseBackend(raw string, weight int64) (*url.URL, error) {
 	if weight < 1 || weight > 100 {
 		return nil, fmt.Errorf("%w: weight must be from 1 to 100, got %d", errInvalid, weight)
 	}
-	u.Path = ""
-	return u, nil
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 func (lb *Balancer) add(u *url.URL, weight int64) (bool, error) {

@@ -37,7 +37,7 @@ func testConfig(backends ...string) Config {
 	}
 }
 
-func newLB(t *testing.T, cfg Config) *Balancer {
+func newLB(t testing.TB, cfg Config) *Balancer {
 	t.Helper()
 	lb, err := New(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -293,7 +294,8 @@ func TestRedisDownFallsBackThenBreakerOpensAndCloses(t *testing.T) {
 
 	// Redis is back; once BreakFor has passed, the next read probes it and closes the breaker.
 	require.NoError(t, e.mr.Restart())
-	time.Sleep(breakFor + 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.a.breaker.State() == gobreaker.StateHalfOpen }, 5*time.Second, time.Millisecond,
+		"half-open once BreakFor has passed")
 	v, err = e.a.Get(ctx, "1", returns(&calls, 2))
 	require.NoError(t, err)
 	assert.Equal(t, item{V: 2}, v)

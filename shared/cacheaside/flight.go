@@ -17,6 +17,9 @@ import (
 type flights[V any] struct {
 	mu   sync.Mutex
 	keys map[string]*slots[V]
+	// joined, set only by tests, runs when a caller joins a waiting read: otherwise they
+	// cannot know every caller has joined before they let a read finish.
+	joined func()
 }
 
 type slots[V any] struct{ running, waiting *call[V] }
@@ -53,6 +56,9 @@ func (f *flights[V]) do(ctx context.Context, key string, fn func() (V, error)) (
 	}
 	c := s.waiting
 	f.mu.Unlock()
+	if f.joined != nil {
+		f.joined()
+	}
 	select {
 	case <-c.done:
 		return c.val, true, c.err

@@ -21,7 +21,7 @@ type gatedSource struct {
 }
 
 // newGatedSource's reads are all let go when the test ends, so a failed test leaves no
-// goroutine parked in flights.do to confuse the next test's flightWaiters.
+// goroutine parked in flights.do.
 func newGatedSource(t *testing.T) *gatedSource {
 	s := &gatedSource{started: make(chan int, 100), release: make(chan struct{})}
 	t.Cleanup(func() { close(s.release) })
@@ -47,6 +47,7 @@ func (s *gatedSource) waitStart(t *testing.T, want int) {
 
 func TestConcurrentMissesCostTwoReads(t *testing.T) {
 	e := newEnv(t, nil)
+	joins := countJoins(&e.a.flights)
 	src := newGatedSource(t)
 	const n = 50
 	results := make([]item, n)
@@ -64,7 +65,7 @@ func TestConcurrentMissesCostTwoReads(t *testing.T) {
 	for i := 1; i < n; i++ {
 		go get(i)
 	}
-	waitFlightWaiters(t, n-1)
+	waitJoins(t, joins, n-1)
 
 	src.release <- struct{}{}
 	src.waitStart(t, 2)
@@ -92,6 +93,7 @@ func TestConcurrentMissesCostTwoReads(t *testing.T) {
 // write the caller has seen acknowledged. Plain singleflight would hand B and C version 1.
 func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 	e := newEnv(t, nil)
+	joins := countJoins(&e.a.flights)
 	src := newGatedSource(t)
 	ctx := context.Background()
 	type res struct {
@@ -112,7 +114,7 @@ func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 	// A write commits and is invalidated; B, told of it, reads while read 1 is running.
 	e.a.Invalidate(ctx, "1")
 	b := get()
-	waitFlightWaiters(t, 1)
+	waitJoins(t, joins, 1)
 
 	src.release <- struct{}{}
 	ra := <-a
@@ -122,7 +124,7 @@ func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 
 	src.waitStart(t, 2) // B's read starts only now, after B arrived
 	c := get()          // C arrives while read 2 runs: it must wait for read 3
-	waitFlightWaiters(t, 2)
+	waitJoins(t, joins, 2)
 	src.release <- struct{}{}
 	rb := <-b
 	require.NoError(t, rb.err)
@@ -139,6 +141,7 @@ func TestCallerGetsAReadStartedAfterItArrived(t *testing.T) {
 
 func TestFlightWaiterLeavesWhenItsContextEnds(t *testing.T) {
 	var f flights[int]
+	joins := countJoins(&f)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	var reads atomic.Int64
@@ -166,7 +169,7 @@ func TestFlightWaiterLeavesWhenItsContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	quitter := do(ctx)
 	stayer := do(context.Background())
-	waitFlightWaiters(t, 2)
+	waitJoins(t, joins, 2)
 	cancel()
 	assert.ErrorIs(t, (<-quitter).err, context.Canceled)
 
@@ -193,6 +196,7 @@ func TestFlightPanicBecomesErrorAndFreesKey(t *testing.T) {
 
 func TestFlightErrorsAreShared(t *testing.T) {
 	var f flights[int]
+	joins := countJoins(&f)
 	boom := errors.New("boom")
 	release := make(chan struct{})
 	defer close(release)
@@ -211,7 +215,7 @@ func TestFlightErrorsAreShared(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFlightWaiters(t, 2)
+	waitJoins(t, joins, 2)
 	release <- struct{}{}
 	release <- struct{}{}
 	assert.ErrorIs(t, <-errs, boom)

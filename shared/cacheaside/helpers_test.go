@@ -6,15 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -136,34 +135,17 @@ func (e *env) invalidations(t *testing.T, result string) float64 {
 	return metric(t, e.reg, "cache_invalidations_total", "result", result)
 }
 
-// flightWaiters counts goroutines parked in flights.do's select: callers committed to a
-// waiting read. Reading goroutine stacks is the only way to know, without a hook in the
-// code, that every caller has joined before a test lets a read finish.
-func flightWaiters() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		if strings.Contains(header, "[select") && strings.Contains(g, ".(*flights[...]).do(") {
-			count++
-		}
-	}
-	return count
+// countJoins counts the callers that join a waiting read of f; set it before any call.
+func countJoins[V any](f *flights[V]) *atomic.Int64 {
+	var n atomic.Int64
+	f.joined = func() { n.Add(1) }
+	return &n
 }
 
-func waitFlightWaiters(t *testing.T, n int) {
+func waitJoins(t *testing.T, joins *atomic.Int64, n int) {
 	t.Helper()
-	var got int
-	ok := assert.Eventually(t, func() bool { got = flightWaiters(); return got == n }, 5*time.Second, time.Millisecond)
-	require.True(t, ok, "want %d callers waiting in flights.do, have %d", n, got)
+	require.Eventually(t, func() bool { return joins.Load() == int64(n) }, 5*time.Second, time.Millisecond,
+		"want %d callers joined to a waiting read, have %d", n, joins.Load())
 }
 
 // entry is the value Redis holds for key, without the generation it was read under.

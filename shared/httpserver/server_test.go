@@ -84,11 +84,21 @@ func runOn(t *testing.T, s *Server, ctx context.Context) (string, <-chan error) 
 	return "http://" + ln.Addr().String(), done
 }
 
-func slowRoute(s *Server) {
+// slowRoute adds GET /slow, which says on entered that it is running, then answers "done"
+// when release is closed, or gives up when its request is cut.
+func slowRoute(t *testing.T, s *Server) (entered <-chan struct{}, release chan<- struct{}) {
+	in, out := make(chan struct{}, 1), make(chan struct{})
+	t.Cleanup(func() { close(out) })
 	s.Echo.GET("/slow", func(c echo.Context) error {
-		time.Sleep(300 * time.Millisecond)
-		return c.String(http.StatusOK, "done")
+		in <- struct{}{}
+		select {
+		case <-out:
+			return c.String(http.StatusOK, "done")
+		case <-c.Request().Context().Done():
+			return c.Request().Context().Err()
+		}
 	})
+	return in, out
 }
 
 // getSlow fetches /slow in the background; the error is nil only for a complete "done".
@@ -113,26 +123,34 @@ func getSlow(url string) <-chan error {
 
 func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	s := New(Config{Instance: "s1", ShutdownTimeout: 5 * time.Second}, quiet())
-	slowRoute(s)
+	entered, release := slowRoute(t, s)
 	ctx, stop := context.WithCancel(context.Background())
 	url, done := runOn(t, s, ctx)
 
 	got := getSlow(url)
-	time.Sleep(100 * time.Millisecond)
+	<-entered
 	stop()
+	// The request is let go only once the listener is closed: shutdown has begun.
+	addr := strings.TrimPrefix(url, "http://")
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 5*time.Second, time.Millisecond, "no new connections after shutdown begins")
+	release <- struct{}{}
 	assert.NoError(t, <-got, "the in-flight request completes")
 	assert.NoError(t, <-done)
-	_, err := http.Get(url + "/ping")
-	assert.Error(t, err, "no new connections after shutdown")
 }
 
 func TestZeroShutdownTimeoutDropsInFlightRequests(t *testing.T) {
 	s := New(Config{Instance: "s1"}, quiet())
-	slowRoute(s)
+	entered, _ := slowRoute(t, s)
 	ctx, stop := context.WithCancel(context.Background())
 	url, done := runOn(t, s, ctx)
 	got := getSlow(url)
-	time.Sleep(100 * time.Millisecond)
+	<-entered
 	stop()
 	assert.Error(t, <-got)
 	<-done

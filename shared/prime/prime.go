@@ -38,12 +38,20 @@ func IsPrime(n int64) bool {
 func Register(e *echo.Echo) { e.GET("/is-prime/:n", handle) }
 
 func handle(c echo.Context) error {
-	raw := c.Param("n")
-	n, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || n < 0 || n > MaxN {
-		return httpserver.BadRequest("n must be an integer from 0 to " + strconv.Itoa(MaxN) + ", got " + strconv.Quote(raw))
+	n, err := parseN(c.Param("n"))
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	p := IsPrime(n)
 	return c.JSON(http.StatusOK, map[string]any{"n": n, "prime": p, "took_ms": time.Since(start).Milliseconds()})
+}
+
+// parseN reads n, from 0 to MaxN; anything else is a 400 that says what is accepted.
+func parseN(raw string) (int64, error) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < 0 || n > MaxN {
+		return 0, httpserver.BadRequest("n must be an integer from 0 to " + strconv.Itoa(MaxN) + ", got " + strconv.Quote(raw))
+	}
+	return n, nil
 }

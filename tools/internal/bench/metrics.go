@@ -2,16 +2,21 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// Scrape reads a Prometheus text page and returns every sample, keyed as written on the
-// page: `name` or `name{label="value",...}`. Diffing two scrapes gives what a run did.
+// Scrape reads a Prometheus metrics page and returns every sample, keyed as a text page
+// writes it: `name` or `name{label="value",...}`, labels sorted; histograms and summaries
+// come as their _bucket, _sum and _count series. Diffing two scrapes gives what a run did.
 func Scrape(ctx context.Context, client *http.Client, url string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -25,27 +30,38 @@ func Scrape(ctx context.Context, client *http.Client, url string) (map[string]fl
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
 	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
+	dec := expfmt.SampleDecoder{Dec: expfmt.NewDecoder(resp.Body, expfmt.ResponseFormat(resp.Header)), Opts: &expfmt.DecodeOptions{}}
 	out := map[string]float64{}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "#") {
-			continue
+	for {
+		var samples model.Vector
+		err := dec.Decode(&samples)
+		if errors.Is(err, io.EOF) {
+			return out, nil
 		}
-		key, rest := line, ""
-		if i := strings.LastIndexByte(line, '}'); i >= 0 {
-			key, rest = line[:i+1], line[i+1:]
-		} else if k, r, ok := strings.Cut(line, " "); ok {
-			key, rest = k, r
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", url, err)
 		}
-		value, _, _ := strings.Cut(strings.TrimSpace(rest), " ") // drop a timestamp
-		if v, err := strconv.ParseFloat(value, 64); err == nil && key != "" {
-			out[key] = v
+		for _, s := range samples {
+			out[sampleKey(s.Metric)] = float64(s.Value)
 		}
 	}
-	return out, nil
+}
+
+// sampleKey writes m as a text page names a series, with no space after the commas (the
+// form Sum matches), unlike model.Metric's String.
+func sampleKey(m model.Metric) string {
+	labels := make([]string, 0, len(m))
+	for name, value := range m {
+		if name != model.MetricNameLabel {
+			labels = append(labels, string(name)+"="+strconv.Quote(string(value)))
+		}
+	}
+	name := string(m[model.MetricNameLabel])
+	if len(labels) == 0 {
+		return name
+	}
+	slices.Sort(labels)
+	return name + "{" + strings.Join(labels, ",") + "}"
 }
 
 // Sum adds up the samples of metric name whose labels include every `key="value"` pair

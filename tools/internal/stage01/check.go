@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sysdesign-course/course/tools/internal/bench"
 	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/load"
 	"github.com/sysdesign-course/course/tools/internal/report"
@@ -230,7 +231,8 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 	if !waitTimeout(&sent, 5*time.Second) {
 		return check.NotProven("the %d long queries could not all be sent within 5s, so nothing was in flight to protect", p.InFlight)
 	}
-	time.Sleep(min(p.ShutdownQuery/4, 300*time.Millisecond)) // let the handlers start waiting
+	// Stop once every handler runs: the gauge counts them and the scrape that reads it.
+	waitInFlight(ctx, pooled, p.InFlight+1, min(p.ShutdownQuery/4, 300*time.Millisecond))
 
 	stopStart := time.Now()
 	if err := e.Faults.Stop(ctx, p.Service); err != nil {
@@ -247,10 +249,8 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 		}
 	}
 
-	restarted := fmt.Errorf("not tried")
-	if err := e.Faults.Start(ctx, p.Service); err != nil {
-		restarted = err
-	} else {
+	restarted := e.Faults.Start(ctx, p.Service)
+	if restarted == nil {
 		wctx, wcancel := context.WithTimeout(ctx, p.RestartWithin)
 		restarted = e.Faults.WaitHealthy(wctx, p.Service)
 		wcancel()
@@ -289,5 +289,24 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-time.After(d):
 		return false
+	}
+}
+
+// waitInFlight polls the server's http_requests_in_flight gauge until it reaches want, for
+// at most within: a server whose /metrics cannot tell (or serves one request at a time)
+// gets that long to start its handlers.
+func waitInFlight(ctx context.Context, e *check.Env, want int, within time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		m, err := bench.Scrape(ctx, e.Client, e.Target+"/metrics")
+		if err == nil && bench.Sum(m, "http_requests_in_flight") >= float64(want) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

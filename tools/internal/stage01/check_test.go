@@ -18,6 +18,7 @@ import (
 	"github.com/sysdesign-course/course/shared/httpserver"
 	"github.com/sysdesign-course/course/shared/probe"
 	"github.com/sysdesign-course/course/shared/slowquery"
+	"github.com/sysdesign-course/course/tools/internal/bench"
 	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/check/checktest"
 	"github.com/sysdesign-course/course/tools/internal/load"
@@ -72,14 +73,9 @@ func (f *fixture) Start(context.Context, string) error {
 	return nil
 }
 
-func (f *fixture) WaitHealthy(ctx context.Context, _ string) error {
-	for ctx.Err() == nil {
-		if probe.Check("http://"+f.addr+"/ping", time.Second) == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return ctx.Err()
+// WaitHealthy needs one probe: Start returns with the listener open, so it is served.
+func (f *fixture) WaitHealthy(context.Context, string) error {
+	return probe.Check("http://"+f.addr+"/ping", time.Second)
 }
 
 func (f *fixture) Kill(context.Context, string) error    { return errors.New("not used") }
@@ -184,4 +180,21 @@ func TestCheckFailsWhenNothingListens(t *testing.T) {
 	results, outcome := check.Run(context.Background(), "stage-1", Steps(fast)[:1], env, &out)
 	assert.Equal(t, check.Fail, outcome)
 	assert.Contains(t, results[0].Actual, "connection refused")
+}
+
+func TestWaitInFlightReturnsOnceTheGaugeCountsThem(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, courseServer(), true)
+	e := &check.Env{Target: "http://" + f.addr, Client: load.NewClient(4, 10*time.Second)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		go func() { _, _ = e.Get(ctx, "long-query", "/long-query?duration=30s") }()
+	}
+	start := time.Now()
+	waitInFlight(ctx, e, 3, 10*time.Second)
+	assert.Less(t, time.Since(start), 5*time.Second, "two queries and the scrape were in flight long before the bound")
+	m, err := bench.Scrape(ctx, e.Client, e.Target+"/metrics")
+	require.NoError(t, err)
+	assert.Equal(t, 3.0, bench.Sum(m, "http_requests_in_flight"))
 }
