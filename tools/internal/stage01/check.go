@@ -27,12 +27,14 @@ type Params struct {
 	InFlight      int           // long queries in flight when the server is stopped
 	ShutdownQuery time.Duration // their duration
 	RestartWithin time.Duration // how long the restarted server may take to be healthy
+	Metrics       string        // the server's /metrics, on its admin listener
 }
 
 // Defaults are what `make stage 1 check` uses.
 var Defaults = Params{
 	Service: "server", Concurrent: 20, LongQuery: 2 * time.Second, PingP99: 250 * time.Millisecond,
 	InFlight: 10, ShutdownQuery: 3 * time.Second, RestartWithin: 30 * time.Second,
+	Metrics: check.AdminURL("server") + "/metrics",
 }
 
 const doc = "docs/01-base.md"
@@ -232,7 +234,7 @@ func gracefulShutdown(ctx context.Context, e *check.Env, p Params) check.Verdict
 		return check.NotProven("the %d long queries could not all be sent within 5s, so nothing was in flight to protect", p.InFlight)
 	}
 	// Stop once every handler runs: the gauge counts them and the scrape that reads it.
-	waitInFlight(ctx, pooled, p.InFlight+1, min(p.ShutdownQuery/4, 300*time.Millisecond))
+	waitInFlight(ctx, pooled.Client, p.Metrics, p.InFlight, min(p.ShutdownQuery/4, 300*time.Millisecond))
 
 	stopStart := time.Now()
 	if err := e.Faults.Stop(ctx, p.Service); err != nil {
@@ -292,14 +294,15 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// waitInFlight polls the server's http_requests_in_flight gauge until it reaches want, for
-// at most within: a server whose /metrics cannot tell (or serves one request at a time)
-// gets that long to start its handlers.
-func waitInFlight(ctx context.Context, e *check.Env, want int, within time.Duration) {
+// waitInFlight polls the server's http_requests_in_flight gauge (at metrics, on the admin
+// listener, whose own requests it does not count) until it reaches want, for at most
+// within: a server whose /metrics cannot tell (or serves one request at a time) gets that
+// long to start its handlers.
+func waitInFlight(ctx context.Context, client *http.Client, metrics string, want int, within time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
-		m, err := bench.Scrape(ctx, e.Client, e.Target+"/metrics")
+		m, err := bench.Scrape(ctx, client, metrics)
 		if err == nil && bench.Sum(m, "http_requests_in_flight") >= float64(want) {
 			return
 		}

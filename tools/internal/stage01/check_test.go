@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -87,12 +88,15 @@ var fast = Params{
 	InFlight: 5, ShutdownQuery: 600 * time.Millisecond, RestartWithin: 5 * time.Second,
 }
 
-// courseServer is the real stage-01 server as the stage's main wires it.
-func courseServer() http.Handler {
+// courseServer is the real stage-01 server as the stage's main wires it: its public
+// handler, and its admin listener's /metrics, served for the test's lifetime.
+func courseServer(t *testing.T) (http.Handler, string) {
 	cfg := httpserver.Config{Instance: "test", ShutdownTimeout: 10 * time.Second}
 	s := httpserver.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	slowquery.Register(s.Echo)
-	return s.Echo
+	admin := httptest.NewServer(s.Admin)
+	t.Cleanup(admin.Close)
+	return s.Echo, admin.URL + "/metrics"
 }
 
 // serial handles one request at a time: the classic mistake of a global lock.
@@ -122,11 +126,13 @@ func crashesOnBadInput(h http.Handler) http.Handler {
 	})
 }
 
-func runCheck(t *testing.T, f *fixture) (map[string]check.Result, check.Outcome, string) {
+func runCheck(t *testing.T, f *fixture, metrics string) (map[string]check.Result, check.Outcome, string) {
 	t.Helper()
 	var out strings.Builder
 	env := &check.Env{Target: "http://" + f.addr, Faults: f, Timeline: report.NewTimeline(100 * time.Millisecond), Client: load.NewClient(8, 10*time.Second)}
-	results, outcome := check.Run(context.Background(), "stage-1", Steps(fast), env, &out)
+	p := fast
+	p.Metrics = metrics
+	results, outcome := check.Run(context.Background(), "stage-1", Steps(p), env, &out)
 	byName := map[string]check.Result{}
 	for _, r := range results {
 		byName[r.Step] = r
@@ -136,7 +142,8 @@ func runCheck(t *testing.T, f *fixture) (map[string]check.Result, check.Outcome,
 
 func TestCheckPassesOnTheCourseServer(t *testing.T) {
 	t.Parallel()
-	results, outcome, out := runCheck(t, newFixture(t, courseServer(), true))
+	h, metrics := courseServer(t)
+	results, outcome, out := runCheck(t, newFixture(t, h, true), metrics)
 	assert.Equal(t, check.Pass, outcome, out)
 	for name, r := range results {
 		assert.Equal(t, check.Pass, r.Outcome, "%s: %s", name, out)
@@ -146,21 +153,23 @@ func TestCheckPassesOnTheCourseServer(t *testing.T) {
 // Each known-broken server must fail exactly the step that proves what it breaks, with the
 // hint that points at the cause, and pass the others: a check that cannot fail proves nothing.
 func TestCheckFailsOnKnownBrokenServers(t *testing.T) {
+	id := func(h http.Handler) http.Handler { return h }
 	cases := []struct {
 		name     string
-		server   http.Handler
+		server   func(http.Handler) http.Handler
 		graceful bool
 		failing  string
 		hint     string
 	}{
-		{"one request at a time", serial(courseServer()), true, "concurrency", "serialises requests"},
-		{"drops in-flight requests on stop", courseServer(), false, "graceful-shutdown", "SHUTDOWN_TIMEOUT"},
-		{"500 on bad input", crashesOnBadInput(courseServer()), true, "bad-input", "validate the duration"},
+		{"one request at a time", serial, true, "concurrency", "serialises requests"},
+		{"drops in-flight requests on stop", id, false, "graceful-shutdown", "SHUTDOWN_TIMEOUT"},
+		{"500 on bad input", crashesOnBadInput, true, "bad-input", "validate the duration"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			results, outcome, out := runCheck(t, newFixture(t, c.server, c.graceful))
+			h, metrics := courseServer(t)
+			results, outcome, out := runCheck(t, newFixture(t, c.server(h), c.graceful), metrics)
 			assert.Equal(t, check.Fail, outcome, out)
 			assert.Equal(t, 1, check.Fail.ExitCode())
 			checktest.OnlyFails(t, results, out, c.failing, c.hint, "", "docs/01-base.md#")
@@ -184,7 +193,8 @@ func TestCheckFailsWhenNothingListens(t *testing.T) {
 
 func TestWaitInFlightReturnsOnceTheGaugeCountsThem(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, courseServer(), true)
+	h, metrics := courseServer(t)
+	f := newFixture(t, h, true)
 	e := &check.Env{Target: "http://" + f.addr, Client: load.NewClient(4, 10*time.Second)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -192,9 +202,9 @@ func TestWaitInFlightReturnsOnceTheGaugeCountsThem(t *testing.T) {
 		go func() { _, _ = e.Get(ctx, "long-query", "/long-query?duration=30s") }()
 	}
 	start := time.Now()
-	waitInFlight(ctx, e, 3, 10*time.Second)
-	assert.Less(t, time.Since(start), 5*time.Second, "two queries and the scrape were in flight long before the bound")
-	m, err := bench.Scrape(ctx, e.Client, e.Target+"/metrics")
+	waitInFlight(ctx, e.Client, metrics, 2, 10*time.Second)
+	assert.Less(t, time.Since(start), 5*time.Second, "the two queries were in flight long before the bound")
+	m, err := bench.Scrape(ctx, e.Client, metrics)
 	require.NoError(t, err)
-	assert.Equal(t, 3.0, bench.Sum(m, "http_requests_in_flight"))
+	assert.Equal(t, 2.0, bench.Sum(m, "http_requests_in_flight"), "the admin listener's own scrape is not counted")
 }
