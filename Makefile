@@ -163,7 +163,8 @@ unit: lint fuzz ## lint and fuzz, then the unit tests of the shared packages, st
 # tools/go.mod, its x/tools and friends would join the workspace's build list and every
 # image's module download. `go tool -n` builds it (cached) and prints its path, so it runs
 # from here, where go.work puts all three modules in view.
-lint: ## go vet and staticcheck on the shared packages, stages and tools
+lint: ## go.mod tidiness, go vet and staticcheck on the shared packages, stages and tools
+	@for m in shared stages tools; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m/go.mod is not tidy: cd $$m && GOWORK=off go mod tidy"; exit 1; }; done
 	go vet $(GO_PKGS)
 	"$$(GOWORK=off go -C build/lint tool -n staticcheck)" $(GO_PKGS)
 
