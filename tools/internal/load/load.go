@@ -39,6 +39,7 @@ type Result struct {
 	Elapsed    time.Duration
 	OK, Failed int64
 	Latency    *hdrhistogram.Histogram // every request, microseconds, from its intended send time if Rate > 0
+	Sent       *hdrhistogram.Histogram // the same from when it was actually sent: what a closed-loop generator reports
 	ByInstance map[string]int64        // successful requests per answering instance
 	Errors     map[string]int64        // failure messages and how often each was seen
 }
@@ -70,7 +71,7 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 
 	type local struct {
 		ok, failed int64
-		hist       *hdrhistogram.Histogram
+		hist, sent *hdrhistogram.Histogram
 		inst, errs map[string]int64
 	}
 	locals := make([]*local, o.Workers)
@@ -78,7 +79,7 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range o.Workers {
-		l := &local{hist: report.NewHistogram(), inst: map[string]int64{}, errs: map[string]int64{}}
+		l := &local{hist: report.NewHistogram(), sent: report.NewHistogram(), inst: map[string]int64{}, errs: map[string]int64{}}
 		locals[w] = l
 		wg.Go(func() {
 			timer := time.NewTimer(0)
@@ -95,12 +96,14 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 						return
 					}
 				}
+				sentAt := time.Now()
 				inst, err := op(ctx)
 				lat := time.Since(t0)
 				if err != nil && ctx.Err() != nil {
 					return // cut short by the run's own deadline: not the target's failure
 				}
 				_ = l.hist.RecordValue(max(lat.Microseconds(), 1))
+				_ = l.sent.RecordValue(max(time.Since(sentAt).Microseconds(), 1))
 				if err != nil {
 					l.failed++
 					l.errs[Classify(err)]++
@@ -115,12 +118,13 @@ func Run(ctx context.Context, o Options, op Op) (*Result, error) {
 		})
 	}
 	wg.Wait()
-	res := &Result{Elapsed: time.Since(start), Latency: report.NewHistogram(),
+	res := &Result{Elapsed: time.Since(start), Latency: report.NewHistogram(), Sent: report.NewHistogram(),
 		ByInstance: map[string]int64{}, Errors: map[string]int64{}}
 	for _, l := range locals {
 		res.OK += l.ok
 		res.Failed += l.failed
 		res.Latency.Merge(l.hist)
+		res.Sent.Merge(l.sent)
 		for k, v := range l.inst {
 			res.ByInstance[k] += v
 		}

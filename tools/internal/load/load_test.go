@@ -88,6 +88,10 @@ func TestRateCountsStallFromIntendedSendTime(t *testing.T) {
 		}
 	}
 	assert.Greater(t, slow, int64(60), "requests of >= 500 ms: many, not one per worker")
+	// Counted from when each was sent, as a closed-loop generator does, the stall is one
+	// slow request per worker: p99 hides it.
+	assert.Less(t, time.Duration(res.Sent.ValueAtQuantile(99))*time.Microsecond, 500*time.Millisecond, "p99 from the actual send")
+	assert.GreaterOrEqual(t, time.Duration(res.Sent.Max())*time.Microsecond, 900*time.Millisecond, "the stalled requests themselves")
 
 	// Stamped with their intended times, requests spread evenly over the timeline; stamped
 	// when sent, the stall's buckets would be empty and the one after it would hold ~200.

@@ -140,13 +140,13 @@ func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) che
 	if !ok {
 		return v
 	}
-	if len(replicas) < 2 {
-		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
-	}
 	samples := run(ctx, e, p, p.Spread, 0)
 	by, failed := tally(samples)
-	if len(failed) > 0 {
+	if len(failed) > 0 { // before counting replicas: a stack with no balancer fails here
 		return check.Failed("no failed requests through "+e.Target, fmt.Sprintf("%s of %d requests failed", check.Counts(failed), len(samples)))
+	}
+	if len(replicas) < 2 {
+		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
 	}
 	if short := fair(by, replicas, p.Fair); len(short) > 0 {
 		return check.Failed(fmt.Sprintf("each of the %d replicas serves at least %.0f%% of an even share", len(replicas), p.Fair*100),

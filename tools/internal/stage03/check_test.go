@@ -231,3 +231,18 @@ func TestFairShareDoesNotFailOnAReplicaStillStarting(t *testing.T) {
 	results, _, out := checktest.Run("stage-3", Steps(fast, cluster)[:1], env)
 	assert.Equal(t, check.Pass, results["fair-share"].Outcome, out)
 }
+
+// The negative control in course.toml: stage 02's stack, one server and no nginx. Nothing
+// answers at the target, and fair-share must fail on it, not call it inconclusive because
+// it found one replica.
+func TestFairShareFailsWithoutABalancer(t *testing.T) {
+	t.Parallel()
+	cluster := checktest.NewCluster(t, checktest.ClusterConfig{Service: "server", Replicas: 1, Handler: replica, CPUs: 1})
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	env := checktest.Env(dead.URL, fast.Workers)
+	env.Stack = cluster
+	results, _, out := checktest.Run("stage-3", Steps(fast, cluster)[:1], env)
+	assert.Equal(t, check.Fail, results["fair-share"].Outcome, out)
+	assert.Contains(t, results["fair-share"].Actual, "connection refused", out)
+}
