@@ -114,6 +114,7 @@ stage-dns: tools-image
 # check and bench run the course tool in a container on the stack's network: it reaches
 # services by name, and stops or kills containers through the Docker socket.
 RUN_TOOL = mkdir -p reports && docker run --rm --network $(TARGET_PROJECT)_default \
+	--memory 256m --pids-limit 128 --cap-drop ALL --security-opt no-new-privileges \
 	--user $$(id -u):$$(id -g) --group-add $(DOCKER_GID) \
 	-v $(DOCKER_SOCK):/var/run/docker.sock -v "$(CURDIR)":/course:ro -v "$(CURDIR)/reports":/course/reports \
 	-e COURSE_ROOT=/course -e COURSE_PROJECT=$(TARGET_PROJECT) -e COURSE_REPORT \
