@@ -20,11 +20,11 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
-# Pinned third-party images live in images.env; `make offline` adds images/offline.env,
+# Pinned third-party images live in stages/images.env; `make offline` adds tools/standins/offline.env,
 # which names the local stand-ins instead and builds the Go services from host binaries.
-include images.env
-OFFLINE_ENV := $(wildcard images/offline.env)
-COMPOSE_ENV := --env-file images.env $(if $(OFFLINE_ENV),--env-file $(OFFLINE_ENV))
+include stages/images.env
+OFFLINE_ENV := $(wildcard tools/standins/offline.env)
+COMPOSE_ENV := --env-file stages/images.env $(if $(OFFLINE_ENV),--env-file $(OFFLINE_ENV))
 ifneq ($(OFFLINE_ENV),)
   export GO_BUILD := prebuilt
   export DOCKER_BUILDKIT := 0
@@ -66,18 +66,18 @@ help: ## this guide
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, scale COUNT, dns, cache on|off"
+	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, diff, scale COUNT, dns, cache on|off"
 	@echo "Stages:"
 	@awk -F' = ' '/^number/{n=$$2} /^title/{gsub(/"/,"",$$2); printf "  %2s  %s\n", n, $$2}' stages/course.toml
 
-stage: ## make stage N up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off
-	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off (N is a stage number)"; exit 2; }
+stage: ## make stage N up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off (N is a stage number)"; exit 2; }
 	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
 	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
 	@$(MAKE) stage-$(or $(VERB),help) N=$(N) ARG=$(ARG)
 
 stage-%:
-	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
 
 stage-up: $(PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
@@ -87,6 +87,15 @@ stage-up: $(PREPARE)
 
 stage-down:
 	$(COMPOSE) --profile '*' down --volumes --remove-orphans --timeout 20
+
+# What this stage adds to the stack it builds on (builds_on in stages/course.toml): the
+# compose file, configs and Go mains, side by side with git's diff.
+BASE_N = $(shell awk -v n=$(N) '/^number/ { cur = $$3 } /^builds_on/ && cur == n { print $$3 }' stages/course.toml)
+stage-diff:
+	@[[ -n "$(BASE_N)" ]] || { echo "stage $(N) builds on no earlier stage: read $(STAGE_DIR)/README.md"; exit 0; }; \
+	  base=$$(ls -d stages/$$(printf %02d $(BASE_N))-*); echo "stage $(N) ($(STAGE_DIR)) against the stage it builds on ($$base):"; \
+	  git --no-pager diff --no-index --stat $$base $(STAGE_DIR) || true; \
+	  git --no-pager diff --no-index $$base $(STAGE_DIR) || true
 
 stage-logs:
 	$(COMPOSE) logs --follow --tail 50
@@ -130,27 +139,30 @@ stage-bench: tools-image $(PREPARE)
 	@$(RUN_TOOL) bench $(N)
 
 # ---- building --------------------------------------------------------------------------
-.PHONY: binaries tools-image offline standins compose-v2
+.PHONY: binaries tools-image offline standins compose-v2 readmes
 GO_LINUX_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w'
-binaries: ## build every Go binary for Linux into bin/linux/<name>/app (the offline images copy them)
+binaries: ## build every Go binary for Linux into tools/bin/linux/<name>/app (the offline images copy them)
 	@for dir in $$(go list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./stages/...); do \
 	  name=$$(basename $$(dirname $$dir))-$$(basename $$dir); \
-	  $(GO_LINUX_BUILD) -o bin/linux/$$name/app ./$${dir#$(CURDIR)/}; \
+	  $(GO_LINUX_BUILD) -o tools/bin/linux/$$name/app ./$${dir#$(CURDIR)/}; \
 	done
-	@$(GO_LINUX_BUILD) -o bin/linux/course/app ./tools/cmd/course
+	@$(GO_LINUX_BUILD) -o tools/bin/linux/course/app ./tools/cmd/course
 
 tools-image: $(PREPARE)
-	@out=$$(docker build -q --target $(GO_BUILD) --build-arg BIN=course --build-arg PKG=tools/cmd/course \
+	@out=$$(docker build -q -f stages/Dockerfile --target $(GO_BUILD) --build-arg BIN=course --build-arg PKG=tools/cmd/course \
 	  --build-arg GO_IMAGE=$(GO_IMAGE) -t $(TOOLS_IMAGE) . 2>&1) || { echo "$$out"; exit 1; }
 
+readmes: ## rewrite the check-steps list of each stage folder's README.md from the checkers' steps
+	go run ./tools/cmd/course readmes
+
 standins: ## build the offline stand-ins for third-party images (cached; needs root and debootstrap)
-	bash images/standins.sh
+	bash tools/standins/standins.sh
 
 offline: standins binaries ## use local stand-ins and host-built binaries: for machines without a registry
-	@echo "offline mode on: images/offline.env overrides images.env (rm images/offline.env to undo)"
+	@echo "offline mode on: tools/standins/offline.env overrides stages/images.env (rm tools/standins/offline.env to undo)"
 
 compose-v2: ## build and install the pinned Docker Compose v2 plugin from the Go module proxy
-	bash build/compose/install.sh
+	bash tools/build/compose/install.sh
 
 # ---- testing ---------------------------------------------------------------------------
 .PHONY: test unit lint fuzz e2e doctor
@@ -160,14 +172,14 @@ test: unit e2e ## lint, fuzz, unit tests (race detector) and every finished stag
 unit: lint fuzz ## lint and fuzz, then the unit tests of the shared packages, stages and tools, with the race detector
 	go test -race -count=1 $(GO_PKGS)
 
-# staticcheck is the tool of a module of its own, build/lint, outside go.work: required by
+# staticcheck is the tool of a module of its own, tools/build/lint, outside go.work: required by
 # tools/go.mod, its x/tools and friends would join the workspace's build list and every
 # image's module download. `go tool -n` builds it (cached) and prints its path, so it runs
 # from here, where go.work puts all three modules in view.
 lint: ## go.mod tidiness, go vet and staticcheck on the shared packages, stages and tools
 	@for m in shared stages tools; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m/go.mod is not tidy: cd $$m && GOWORK=off go mod tidy"; exit 1; }; done
 	go vet $(GO_PKGS)
-	"$$(GOWORK=off go -C build/lint tool -n staticcheck)" $(GO_PKGS)
+	"$$(GOWORK=off go -C tools/build/lint tool -n staticcheck)" $(GO_PKGS)
 
 # -fuzz takes one target of one package a run, so each Fuzz function found gets its own.
 # The seed corpora (f.Add and testdata/fuzz) also run as plain tests in unit.
@@ -179,8 +191,8 @@ fuzz: ## fuzz every input parser for FUZZTIME (3s) each
 	done
 
 e2e: doctor ## every finished stage: up, check, negative control, down (and the stand-ins' smoke test when offline)
-	$(if $(OFFLINE_ENV),bash images/standins.sh --smoke)
+	$(if $(OFFLINE_ENV),bash tools/standins/standins.sh --smoke)
 	go run ./tools/cmd/course e2e
 
 doctor: ## check that Docker, Compose v2 and the images are ready, and say how to fix what is not
-	@bash build/doctor.sh
+	@bash tools/build/doctor.sh

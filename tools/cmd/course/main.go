@@ -5,6 +5,7 @@
 //	course dns NAME  what Docker's embedded DNS answers for a service name
 //	course cache on|off  switch the stage-05 servers' cache at run time, on every replica
 //	course e2e       for every finished stage: up, check, negative control, down (make test)
+//	course readmes   rewrite the check-steps list in each stage folder's README.md
 //
 // check and bench run in a container on the stage's network (see the Makefile), so they
 // reach services by name and work the same on Docker Desktop, where container addresses
@@ -20,12 +21,13 @@ import (
 	"syscall"
 )
 
-const usage = `usage: course check N | bench N | dns NAME | cache on|off | e2e
+const usage = `usage: course check N | bench N | dns NAME | cache on|off | e2e | readmes
   check N   prove stage N's concept on its running stack
   bench N   measure stage N's numbers
   dns NAME  show what Docker's embedded DNS answers for a service name
   cache on|off  switch the servers' cache on every replica (stage 05 on)
   e2e       run every finished stage end to end (up, check, negative control, down)
+  readmes   rewrite the check-steps list in each stage folder's README.md
 environment: COURSE_ROOT (repository), COURSE_PROJECT (Compose project under test),
 COURSE_REPORT (report folder, relative to the repository)`
 
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string) int {
 		return cacheCmd(ctx, os.Getenv("COURSE_PROJECT"), args[1])
 	case "e2e":
 		return e2eCmd(ctx)
+	case "readmes":
+		return readmesCmd()
 	default:
 		fmt.Fprintln(os.Stderr, usage)
 		return 2

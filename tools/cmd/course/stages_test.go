@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,4 +132,59 @@ func anchors(md string) map[string]bool {
 func TestAnchors(t *testing.T) {
 	a := anchors("# 03 · nginx\n## What the check proves\n```\n# not a heading\n```\n## Run it\n## Run it\n## Health: \"DB down\" vs down\n")
 	assert.Equal(t, map[string]bool{"03--nginx": true, "what-the-check-proves": true, "run-it": true, "run-it-1": true, "health-db-down-vs-down": true}, a)
+}
+
+// Every stage folder is in course.toml, and every finished one has a README.md whose title
+// is course.toml's and whose check steps are the checker's own (make readmes writes them).
+func TestStageFoldersAgreeWithCourseToml(t *testing.T) {
+	c := courseFile(t)
+	slugs := map[string]course.Stage{}
+	for _, st := range c.Stages {
+		slugs[st.Slug] = st
+	}
+	dirs, err := filepath.Glob(filepath.Join(root, "stages", "[0-9][0-9]-*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, dirs)
+	for _, d := range dirs {
+		_, ok := slugs[filepath.Base(d)]
+		assert.True(t, ok, "stages/%s is not in course.toml", filepath.Base(d))
+	}
+	for _, st := range c.Stages {
+		if !st.Finished {
+			continue
+		}
+		path, want, err := stageReadme(root, st)
+		if !assert.NoError(t, err) {
+			continue
+		}
+		have, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Equal(t, string(want), string(have), "%s: its check steps differ from the checker's: run make readmes", path)
+		title := fmt.Sprintf("# Stage %02d · %s\n", st.Number, st.Title)
+		assert.True(t, strings.HasPrefix(string(have), title), "%s must start with %q", path, title)
+	}
+}
+
+func TestWithStepsReplacesOnlyTheBlock(t *testing.T) {
+	steps := []check.Step{{Name: "a", Title: "proves a"}, {Name: "b", Title: "proves b"}}
+	in := "# T\n\nbefore\n" + stepsBegin + "| old |\n" + stepsEnd + "after\n"
+	out, err := withSteps([]byte(in), steps)
+	require.NoError(t, err)
+	assert.Equal(t, "# T\n\nbefore\n"+stepsBegin+"| step | proves |\n|---|---|\n| `a` | proves a |\n| `b` | proves b |\n"+stepsEnd+"after\n", string(out))
+	_, err = withSteps([]byte("# no block\n"), steps)
+	assert.Error(t, err)
+}
+
+// The top level is the course as designed: tooling lives under tools/, what the stages
+// build and pin under stages/. reports/ is the (ignored) output of checks and benches.
+func TestTheTopLevelIsTheCourse(t *testing.T) {
+	entries, err := os.ReadDir(root)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		if n := e.Name(); !strings.HasPrefix(n, ".") && n != "go.work.sum" && n != "reports" {
+			names = append(names, n)
+		}
+	}
+	assert.ElementsMatch(t, []string{"stages", "shared", "tools", "docs", "go.work", "Makefile", "README.md"}, names)
 }

@@ -19,8 +19,9 @@ type Stage struct {
 	Concept  string   `toml:"concept"`
 	Chapter  string   `toml:"chapter"`
 	Target   string   `toml:"target"`
-	Replicas string   `toml:"replicas"` // the service the target balances over, if any
-	Rejoin   string   `toml:"rejoin"`   // how a replica gets back into the target's rotation
+	Replicas string   `toml:"replicas"`  // the service the target balances over, if any
+	Rejoin   string   `toml:"rejoin"`    // how a replica gets back into the target's rotation
+	BuildsOn int      `toml:"builds_on"` // the stage whose stack this one extends (0: none)
 	Finished bool     `toml:"finished"`
 	Negative Negative `toml:"negative"`
 }
@@ -55,6 +56,9 @@ func Load(root string) (*Course, error) {
 	for i, s := range c.Stages {
 		if s.Number != i+1 || s.Slug == "" || s.Target == "" {
 			return nil, fmt.Errorf("%s: stage %d (entry %d) needs number %d, a slug and a target", path, s.Number, i+1, i+1)
+		}
+		if s.BuildsOn < 0 || s.BuildsOn >= s.Number {
+			return nil, fmt.Errorf("%s: stage %d builds on stage %d, which does not come before it", path, s.Number, s.BuildsOn)
 		}
 		if s.Finished && (s.Negative.Fails == "" || s.Negative.Stack == 0) {
 			return nil, fmt.Errorf("%s: finished stage %d has no negative control", path, s.Number)

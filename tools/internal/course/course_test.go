@@ -51,3 +51,14 @@ finshed = true
 `)
 	assert.ErrorContains(t, err, "unknown keys [stage.finshed]")
 }
+
+func TestAStageBuildsOnAnEarlierOne(t *testing.T) {
+	err := loadToml(t, `
+[[stage]]
+number = 1
+slug = "01-x"
+target = "http://x"
+builds_on = 1
+`)
+	assert.ErrorContains(t, err, "builds on stage 1, which does not come before it")
+}

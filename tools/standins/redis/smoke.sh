@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Smoke test of the redis stand-in: sourced by `images/standins.sh --smoke`, which sets
+# Smoke test of the redis stand-in: sourced by `tools/standins/standins.sh --smoke`, which sets
 # IMAGE and SMOKE_TMP and provides the helpers (smoke_run, smoke_client, wait_until, ...).
 
 smoke_run redis "$IMAGE" redis-server --appendonly yes

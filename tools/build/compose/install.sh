@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Docker Compose v2 plugin pinned in build/compose/go.mod from the Go module
+# Builds the Docker Compose v2 plugin pinned in tools/build/compose/go.mod from the Go module
 # proxy and installs it as ~/.docker/cli-plugins/docker-compose, so `docker compose` works
 # where only Compose v1 (Debian's docker-compose) or nothing is installed. About 2.5 minutes
 # cold; the Go build cache makes a rebuild take seconds. Skips when Compose v2 is present.

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Smoke test of the postgres stand-in: sourced by `images/standins.sh --smoke`, which sets
+# Smoke test of the postgres stand-in: sourced by `tools/standins/standins.sh --smoke`, which sets
 # IMAGE and SMOKE_TMP and provides the helpers (smoke_run, smoke_client, wait_until, ...).
 # It checks the official image's contract the course's compose files rely on.
 

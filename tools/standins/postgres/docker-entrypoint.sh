@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entrypoint of the offline postgres stand-in (see images/standins/README.md).
+# Entrypoint of the offline postgres stand-in (see tools/standins/README.md).
 #
 # It honours the part of the official postgres image's entrypoint contract that the course's
 # compose files rely on, so the same compose file works with either image:

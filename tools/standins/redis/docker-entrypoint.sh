@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entrypoint of the offline redis stand-in (see images/standins/README.md).
+# Entrypoint of the offline redis stand-in (see tools/standins/README.md).
 #
 # Mirrors the official redis image's entrypoint:
 #   - `docker run IMAGE --appendonly yes` or `docker run IMAGE /path/redis.conf` means

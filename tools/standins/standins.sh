@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# images/standins.sh: build local stand-ins for the third-party images the course uses, for
+# tools/standins/standins.sh: build local stand-ins for the third-party images the course uses, for
 # machines whose Docker engine reaches no image registry (only Debian's package archive).
 #
-#   images/standins.sh           build what is missing, write images/offline.env
-#   images/standins.sh --smoke   the same, then prove each stand-in honours the official
-#                                image's contract (also: images/standins.sh smoke)
+#   tools/standins/standins.sh           build what is missing, write tools/standins/offline.env
+#   tools/standins/standins.sh --smoke   the same, then prove each stand-in honours the official
+#                                image's contract (also: tools/standins/standins.sh smoke)
 #
-# How it works (details in images/standins/README.md):
-#   1. Every folder images/standins/<name>/ is one stand-in: `image` names the images.env
+# How it works (details in tools/standins/README.md):
+#   1. Every folder tools/standins/<name>/ is one stand-in: `image` names the stages/images.env
 #      variable it replaces, `packages` lists the Debian packages it needs, `Dockerfile`
 #      builds it FROM the shared base, optional `prune` lists base paths to delete and
 #      optional `smoke.sh` tests it. Adding a stand-in means adding a folder; this script
@@ -18,8 +18,8 @@
 #      Docker stores the shared layer once.
 #   3. Each stand-in is tagged course-standin/<name>:<hash of base + official tag + folder>.
 #      A tag that exists is not rebuilt, so a run with nothing changed takes seconds.
-#   4. images/offline.env maps each variable to its stand-in (POSTGRES_IMAGE=...); it
-#      overrides images.env, and the compose files stay the same.
+#   4. tools/standins/offline.env maps each variable to its stand-in (POSTGRES_IMAGE=...); it
+#      overrides stages/images.env, and the compose files stay the same.
 #
 # Needs root only to create the base image (debootstrap chroots and creates device nodes).
 # Environment: STANDINS_MIRROR (default http://deb.debian.org/debian), XDG_CACHE_HOME.
@@ -33,12 +33,11 @@ readonly BASE_RECIPE=1
 # In every base: `ip` for the network stages, TLS roots, curl for compose healthchecks.
 readonly ALWAYS_PACKAGES=(iproute2 ca-certificates curl)
 
-IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(dirname "$IMAGES_DIR")
-readonly IMAGES_DIR REPO_DIR
-readonly STANDINS_DIR=$IMAGES_DIR/standins
-readonly IMAGES_ENV=$REPO_DIR/images.env
-readonly OFFLINE_ENV=$IMAGES_DIR/offline.env
+STANDINS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$STANDINS_DIR/../.." && pwd)
+readonly STANDINS_DIR REPO_DIR
+readonly IMAGES_ENV=$REPO_DIR/stages/images.env
+readonly OFFLINE_ENV=$STANDINS_DIR/offline.env
 readonly WORK_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/course-standins
 
 # Time limits (seconds): nothing waits forever.
@@ -67,7 +66,7 @@ image_exists() { timeout "$T_DOCKER" docker image inspect "$1" >/dev/null 2>&1; 
 official_tag() {
 	local value
 	value=$(sed -n "s/^$1=//p" "$IMAGES_ENV" | tail -n 1)
-	[ -n "$value" ] || die "$IMAGES_ENV has no $1 (named by images/standins/*/image)"
+	[ -n "$value" ] || die "$IMAGES_ENV has no $1 (named by tools/standins/*/image)"
 	printf '%s\n' "$value"
 }
 
@@ -230,7 +229,7 @@ ensure_base() {
 		import "$rootfs" "$tag" \
 		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 		--change 'CMD ["bash"]' \
-		--change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase with the packages of the course's offline stand-ins (images/standins.sh)\"" \
+		--change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase with the packages of the course's offline stand-ins (tools/standins/standins.sh)\"" \
 		--message "debootstrap --variant=minbase $SUITE"; then
 		timeout "$T_DOCKER" docker rmi "$tag" >/dev/null 2>&1 || true
 		cat "$WORK_DIR/import.log" >&2
@@ -277,8 +276,8 @@ write_offline_env() {
 	local name tmp
 	tmp=$(mktemp "$OFFLINE_ENV.XXXXXX")
 	{
-		say "# Written by images/standins.sh: local stand-ins for the images in images.env."
-		say "# Overrides images.env on machines that reach no image registry. Do not edit."
+		say "# Written by tools/standins/standins.sh: local stand-ins for the images in stages/images.env."
+		say "# Overrides stages/images.env on machines that reach no image registry. Do not edit."
 		for name in "${NAMES[@]}"; do say "${VAR[$name]}=${TAG[$name]}"; done
 	} >"$tmp"
 	chmod 0644 "$tmp"
@@ -300,7 +299,7 @@ hint_stale_images() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Smoke tests: each images/standins/<name>/smoke.sh is sourced in a subshell with IMAGE set
+# Smoke tests: each tools/standins/<name>/smoke.sh is sourced in a subshell with IMAGE set
 # to the stand-in's tag and the helpers below. Everything they start carries the label
 # course-standin.smoke=<id> and sits on one throwaway network; all of it is removed at exit.
 
@@ -454,7 +453,7 @@ main() {
 	# One run at a time: two debootstraps of the same rootfs would trip over each other.
 	mkdir -p "$WORK_DIR"
 	exec 9>"$WORK_DIR/lock"
-	flock -w "$T_LOCK" 9 || die "another images/standins.sh still holds $WORK_DIR/lock"
+	flock -w "$T_LOCK" 9 || die "another tools/standins/standins.sh still holds $WORK_DIR/lock"
 
 	load_standins
 	ensure_base
