@@ -62,7 +62,7 @@ short_hash() { sha256sum | cut -c1-12; }
 
 image_exists() { timeout "$T_DOCKER" docker image inspect "$1" >/dev/null 2>&1; }
 
-# The value of VAR in images.env (plain KEY=VALUE lines; not sourced).
+# The value of VAR in stages/images.env (plain KEY=VALUE lines; not sourced).
 official_tag() {
 	local value
 	value=$(sed -n "s/^$1=//p" "$IMAGES_ENV" | tail -n 1)
@@ -129,8 +129,8 @@ trap 'exit 143' TERM
 # The stand-ins: folders with a Dockerfile. Filled by load_standins.
 
 NAMES=()               # folder names, sorted
-declare -A VAR=()      # name -> images.env variable it replaces (POSTGRES_IMAGE)
-declare -A OFFICIAL=() # name -> official tag from images.env (postgres:17.6-trixie)
+declare -A VAR=()      # name -> stages/images.env variable it replaces (POSTGRES_IMAGE)
+declare -A OFFICIAL=() # name -> official tag from stages/images.env (postgres:17.6-trixie)
 declare -A TAG=()      # name -> stand-in tag (course-standin/postgres:<hash>)
 
 load_standins() {
@@ -139,7 +139,7 @@ load_standins() {
 		dir=${dir%/}
 		name=$(basename "$dir")
 		[ -f "$dir/Dockerfile" ] || continue
-		[ -f "$dir/image" ] || die "$dir/image is missing (one line: the images.env variable it replaces)"
+		[ -f "$dir/image" ] || die "$dir/image is missing (one line: the stages/images.env variable it replaces)"
 		[ -f "$dir/packages" ] || die "$dir/packages is missing (Debian packages, one per line)"
 		var=$(read_list "$dir/image")
 		[[ $var =~ ^[A-Z][A-Z0-9_]*_IMAGE$ ]] || die "$dir/image must hold one name like POSTGRES_IMAGE, not '$var'"
