@@ -66,18 +66,18 @@ help: ## this guide
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, diff, scale COUNT, dns, cache on|off"
+	@echo "Stage verbs (make stage N VERB): up, check, bench, logs, ps, down, diff, curl PATH, scale COUNT, dns, cache on|off"
 	@echo "Stages:"
 	@awk -F' = ' '/^number/{n=$$2} /^title/{gsub(/"/,"",$$2); printf "  %2s  %s\n", n, $$2}' stages/course.toml
 
-stage: ## make stage N up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off
-	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off (N is a stage number)"; exit 2; }
+stage: ## make stage N up|check|bench|logs|ps|down|diff|curl PATH|scale COUNT|dns|cache on|off
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "usage: make stage N up|check|bench|logs|ps|down|diff|curl PATH|scale COUNT|dns|cache on|off (N is a stage number)"; exit 2; }
 	@[[ -n "$(STAGE_DIR)" ]] || { echo "no stage $(N): see make help"; exit 2; }
 	@[[ -n "$(AGAINST_DIR)" ]] || { echo "no stage $(AGAINST) to run against"; exit 2; }
 	@$(MAKE) stage-$(or $(VERB),help) N=$(N) ARG=$(ARG)
 
 stage-%:
-	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|diff|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
+	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|diff|curl PATH|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
 
 stage-up: $(PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
@@ -115,6 +115,11 @@ stage-scale:
 stage-cache: tools-image
 	@[[ "$(ARG)" == on || "$(ARG)" == off ]] || { echo "usage: make stage $(N) cache on|off"; exit 2; }
 	@$(RUN_TOOL) cache $(ARG)
+
+# GET a path from the stage's entry point, from inside its network (the VIP from stage 06).
+stage-curl: tools-image
+	@[[ "$(ARG)" == /* ]] || { echo "usage: make stage $(N) curl /PATH, e.g. make stage $(N) curl /users/1"; exit 2; }
+	@$(RUN_TOOL) curl $(N) $(ARG)
 
 # What Docker's embedded DNS answers for the server service: one address per replica.
 stage-dns: tools-image

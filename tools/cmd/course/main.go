@@ -6,6 +6,7 @@
 //	course cache on|off  switch the stage-05 servers' cache at run time, on every replica
 //	course e2e       for every finished stage: up, check, negative control, down (make test)
 //	course readmes   rewrite the check-steps list in each stage folder's README.md
+//	course curl N PATH  GET PATH from stage N's target (its virtual IP from stage 06 on)
 //
 // check and bench run in a container on the stage's network (see the Makefile), so they
 // reach services by name and work the same on Docker Desktop, where container addresses
@@ -28,6 +29,7 @@ const usage = `usage: course check N | bench N | dns NAME | cache on|off | e2e |
   cache on|off  switch the servers' cache on every replica (stage 05 on)
   e2e       run every finished stage end to end (up, check, negative control, down)
   readmes   rewrite the check-steps list in each stage folder's README.md
+  curl N PATH  GET PATH from stage N's target, from inside its network
 environment: COURSE_ROOT (repository), COURSE_PROJECT (Compose project under test),
 COURSE_REPORT (report folder, relative to the repository)`
 
@@ -76,6 +78,13 @@ func run(ctx context.Context, args []string) int {
 		return e2eCmd(ctx)
 	case "readmes":
 		return readmesCmd()
+	case "curl":
+		n, err := strconv.Atoi(args[min(1, len(args)-1)])
+		if len(args) != 3 || err != nil {
+			fmt.Fprintln(os.Stderr, usage)
+			return 2
+		}
+		return curlCmd(ctx, n, args[2])
 	default:
 		fmt.Fprintln(os.Stderr, usage)
 		return 2

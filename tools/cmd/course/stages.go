@@ -17,6 +17,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/stage03"
 	"github.com/sysdesign-course/course/tools/internal/stage04"
 	"github.com/sysdesign-course/course/tools/internal/stage05"
+	"github.com/sysdesign-course/course/tools/internal/stage06"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -73,6 +74,9 @@ var stages = map[int]stage{
 			return stage05.Bench(ctx, stage05.BenchDefaults, d, stage05.Defaults, st.Target)
 		},
 	},
+	6: {
+		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage06.Steps(stage06.Defaults, d), nil },
+	},
 }
 
 // session is what check and bench share: the stage, its project, the run's timeline and
@@ -87,16 +91,21 @@ type session struct {
 	reportDir string
 }
 
-func open(kind string, n int) (*session, error) {
-	root, err := course.Root()
-	if err != nil {
-		return nil, err
+// stageOf finds the repository and stage n in its course.toml.
+func stageOf(n int) (root string, st course.Stage, err error) {
+	if root, err = course.Root(); err != nil {
+		return "", st, err
 	}
 	c, err := course.Load(root)
 	if err != nil {
-		return nil, err
+		return "", st, err
 	}
-	st, err := c.Stage(n)
+	st, err = c.Stage(n)
+	return root, st, err
+}
+
+func open(kind string, n int) (*session, error) {
+	root, st, err := stageOf(n)
 	if err != nil {
 		return nil, err
 	}

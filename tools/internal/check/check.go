@@ -95,7 +95,12 @@ type Response struct {
 // connection died, which would hide exactly the failure the step is looking for.
 func (e *Env) Unpooled() *Env {
 	c := *e
-	c.Client = &http.Client{Timeout: e.Client.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	t := &http.Transport{}
+	if have, ok := e.Client.Transport.(*http.Transport); ok {
+		t = have.Clone() // the same dialer and timeouts
+	}
+	t.DisableKeepAlives = true
+	c.Client = &http.Client{Timeout: e.Client.Timeout, Transport: t}
 	return &c
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"slices"
 	"sort"
@@ -116,7 +117,7 @@ func look(ctx context.Context, e *Env, obs Observer, s Settle, rot *rotation, no
 			unsettled = append(unsettled, short(c.Name, c.Service)+" "+why)
 		}
 	}
-	if len(unsettled) > 0 || s.Replicas == "" || !slices.ContainsFunc(cs, func(c fault.Container) bool { return c.Service == entry(e.Target) }) {
+	if len(unsettled) > 0 || s.Replicas == "" || !hasEntry(cs, entry(e.Target)) {
 		// Asking the entry point is pointless while containers settle, and it is the
 		// steps' business when the stack has no such balancer (a negative control).
 		return running, unsettled
@@ -131,6 +132,12 @@ func look(ctx context.Context, e *Env, obs Observer, s Settle, rot *rotation, no
 		}
 	}
 	return running, unsettled
+}
+
+// hasEntry reports whether the stack has the entry point: a service of that name, or an
+// address (a virtual IP, which no container names).
+func hasEntry(cs []fault.Container, host string) bool {
+	return net.ParseIP(host) != nil || slices.ContainsFunc(cs, func(c fault.Container) bool { return c.Service == host })
 }
 
 // containerState says why one container is not settled, or "".
