@@ -24,6 +24,7 @@ cat > /run/keepalived.conf <<CONF
 global_defs {
     router_id ${NODE}
     script_user root
+    enable_script_security
     vrrp_version 3
 }
 

@@ -342,9 +342,9 @@ func (f *fake) Exec(_ context.Context, service string, cmd ...string) error {
 		n.frozen = true
 	case strings.Contains(all, "kill -CONT"):
 		n.frozen = false
-	case strings.HasPrefix(all, "ip route add blackhole"):
+	case strings.HasPrefix(all, "ip neigh replace"):
 		n.blocked = true
-	case strings.HasPrefix(all, "ip route del blackhole"):
+	case strings.HasPrefix(all, "ip neigh del"):
 		n.blocked = false
 	default:
 		return fmt.Errorf("unexpected %q in %s", all, service)
@@ -425,4 +425,21 @@ func TestCheckFailsOnKnownBrokenStacks(t *testing.T) {
 		{Name: "no split brain", Flaws: flaws{noSplit: true}, Failing: "split-brain", Hint: "unicast_peer", Actual: "holders"},
 		{Name: "nopreempt ignored", Flaws: flaws{takesBack: true}, Failing: "failback", Hint: "nopreempt", Actual: "took the VIP back"},
 	}, runCheck)
+}
+
+func TestGapIsTheLongestTimeWithoutASuccess(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	bad := errors.New("timeout")
+	samples := []sample{{at(-3000), nil}, {at(-20), nil}, {at(0), bad}, {at(20), nil}, {at(40), bad}, {at(60), bad}, {at(700), nil}, {at(720), nil}}
+	failed, total, longest := gap(samples, at(0))
+	if failed != 3 || total != 8 || longest != 680*time.Millisecond {
+		t.Errorf("gap = %d failed of %d, longest %s; want 3 of 8, 680ms", failed, total, longest)
+	}
+	if _, _, longest := gap(samples[:6], at(0)); longest != 40*time.Millisecond {
+		t.Errorf("a gap still open at the end counts to the last request: want 40ms, got %s", longest)
+	}
+	if _, _, longest := gap(samples[:1], at(0)); longest != -1 {
+		t.Errorf("nothing around the fault: want -1, got %s", longest)
+	}
 }
