@@ -76,6 +76,9 @@ var stages = map[int]stage{
 	},
 	6: {
 		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage06.Steps(stage06.Defaults, d), nil },
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage06.Bench(ctx, stage06.BenchDefaults, stage06.Defaults, d, st.Target, "http://nginx:8080")
+		},
 	},
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -12,10 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/assert"
 
-	"github.com/sysdesign-course/course/shared/httpserver"
 	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/check/checktest"
 )
@@ -73,7 +70,7 @@ type front struct {
 func newStack(t *testing.T, fl flaws) (*checktest.Cluster, string) {
 	f := &front{flaws: fl}
 	f.cluster = checktest.NewCluster(t, checktest.ClusterConfig{
-		Service: "server", Replicas: 3, Handler: replica, Work: 10 * time.Millisecond, CPUs: 1,
+		Service: "server", Replicas: 3, Handler: checktest.ReadReplica, Work: 10 * time.Millisecond, CPUs: 1,
 		Exec: func(service string, cmd []string) error {
 			if service != "nginx" || !slices.Equal(cmd, []string{"nginx", "-s", "reload"}) {
 				return fmt.Errorf("unexpected %s in %s", cmd, service)
@@ -90,15 +87,6 @@ func newStack(t *testing.T, fl flaws) (*checktest.Cluster, string) {
 	ts := httptest.NewServer(f)
 	t.Cleanup(ts.Close)
 	return f.cluster, ts.URL
-}
-
-// replica is the stage-03 server's read path: the real httpserver and GET /users/:id.
-func replica(name string) http.Handler {
-	s := httpserver.New(httpserver.Config{Instance: name}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.Echo.GET("/users/:id", func(c echo.Context) error {
-		return c.JSON(http.StatusOK, map[string]string{"id": c.Param("id")})
-	})
-	return s.Echo
 }
 
 // reload resolves the replicas again: new peers, their failure counts forgotten.
@@ -237,7 +225,7 @@ func TestFairShareDoesNotFailOnAReplicaStillStarting(t *testing.T) {
 // it found one replica.
 func TestFairShareFailsWithoutABalancer(t *testing.T) {
 	t.Parallel()
-	cluster := checktest.NewCluster(t, checktest.ClusterConfig{Service: "server", Replicas: 1, Handler: replica, CPUs: 1})
+	cluster := checktest.NewCluster(t, checktest.ClusterConfig{Service: "server", Replicas: 1, Handler: checktest.ReadReplica, CPUs: 1})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 	env := checktest.Env(dead.URL, fast.Workers)

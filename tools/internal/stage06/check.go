@@ -241,15 +241,22 @@ func noFlap(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdict 
 	return check.Passed("%s held the VIP for %s of load (%d requests, p99 %s), no transition", h1[0], p.Steady, res.OK, check.MS(time.Duration(res.Latency.ValueAtQuantile(99))*time.Microsecond))
 }
 
-// sample is one request of a fault's load: when it was due, and whether it succeeded.
+// sample is one request of a fault's load: when it was sent, and whether it succeeded
+// (err), and, for a client that retries once, whether the retry did (final).
 type sample struct {
-	at  time.Time
-	err error
+	at         time.Time
+	err, final error
 }
 
 // underLoad sends GET /ping through the VIP at p.Rate on fresh connections (a client that
 // reconnects, as most do after a failover) while fault runs, then for after more.
 func underLoad(ctx context.Context, e *check.Env, p Params, before, after time.Duration, fault func() error) ([]sample, error) {
+	return underLoadRetrying(ctx, e, p, 0, before, after, fault)
+}
+
+// underLoadRetrying is underLoad for a client that retries a failed request up to retries
+// times, at once, on a new connection.
+func underLoadRetrying(ctx context.Context, e *check.Env, p Params, retries int, before, after time.Duration, fault func() error) ([]sample, error) {
 	u := e.Unpooled()
 	u.Client.Timeout = p.Timeout
 	lctx, stop := context.WithCancel(ctx)
@@ -261,12 +268,19 @@ func underLoad(ctx context.Context, e *check.Env, p Params, before, after time.D
 		_, _ = load.Run(lctx, load.Options{Workers: 16, Duration: 10 * time.Minute, Rate: p.Rate}, func(ctx context.Context) (string, error) {
 			at := time.Now()
 			_, err := get(u)(ctx)
+			final := err
+			for range retries {
+				if final == nil || ctx.Err() != nil {
+					break
+				}
+				_, final = get(u)(ctx)
+			}
 			if ctx.Err() == nil {
 				mu.Lock()
-				out = append(out, sample{at, err})
+				out = append(out, sample{at, err, final})
 				mu.Unlock()
 			}
-			return "", err
+			return "", final
 		})
 	}()
 	time.Sleep(before)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
-	"github.com/sysdesign-course/course/shared/httpserver"
 	"github.com/sysdesign-course/course/tools/internal/check"
 	"github.com/sysdesign-course/course/tools/internal/check/checktest"
 )
@@ -80,15 +76,9 @@ type fake struct {
 	stats   [2]*httptest.Server
 }
 
-func replica(name string) http.Handler {
-	s := httpserver.New(httpserver.Config{Instance: name}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.Echo.GET("/users/:id", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"id": c.Param("id")}) })
-	return s.Echo
-}
-
 func newFake(t *testing.T, fl flaws) *fake {
 	f := &fake{flaws: fl, holders: map[string]bool{}, fails: map[string]int{}}
-	f.cluster = checktest.NewCluster(t, checktest.ClusterConfig{Service: "server", Replicas: 3, Handler: replica, CPUs: 1})
+	f.cluster = checktest.NewCluster(t, checktest.ClusterConfig{Service: "server", Replicas: 3, Handler: checktest.ReadReplica, CPUs: 1})
 	f.client = &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DialContext: f.cluster.Dial(150 * time.Millisecond)}}
 	f.nodes = [2]*node{{name: "lb1", addr: "10.206.6.11", prio: 150, alive: true}, {name: "lb2", addr: "10.206.6.12", prio: 100, alive: true}}
 	f.dns, _ = f.cluster.Replicas(context.Background(), "server")
@@ -431,7 +421,7 @@ func TestGapIsTheLongestTimeWithoutASuccess(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	bad := errors.New("timeout")
-	samples := []sample{{at(-3000), nil}, {at(-20), nil}, {at(0), bad}, {at(20), nil}, {at(40), bad}, {at(60), bad}, {at(700), nil}, {at(720), nil}}
+	samples := []sample{{at(-3000), nil, nil}, {at(-20), nil, nil}, {at(0), bad, bad}, {at(20), nil, nil}, {at(40), bad, bad}, {at(60), bad, bad}, {at(700), nil, nil}, {at(720), nil, nil}}
 	failed, total, longest := gap(samples, at(0))
 	if failed != 3 || total != 8 || longest != 680*time.Millisecond {
 		t.Errorf("gap = %d failed of %d, longest %s; want 3 of 8, 680ms", failed, total, longest)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sysdesign-course/course/shared/httpserver"
 	"github.com/sysdesign-course/course/shared/probe"
 	"github.com/sysdesign-course/course/tools/internal/fault"
 )
@@ -59,6 +62,17 @@ func (r *Replica) kill() error {
 	err := r.srv.Close()
 	r.srv = nil
 	return err
+}
+
+// ReadReplica is a course server (the real httpserver, so X-Served-By and the JSON errors
+// are the real ones) with the users read path, GET /users/:id answering {"id": ...}: the
+// handler of a fake replica behind a balancer.
+func ReadReplica(name string) http.Handler {
+	s := httpserver.New(httpserver.Config{Instance: name}, slog.New(slog.DiscardHandler))
+	s.Echo.GET("/users/:id", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"id": c.Param("id")})
+	})
+	return s.Echo
 }
 
 // ClusterConfig describes a fake service.
