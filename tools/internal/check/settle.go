@@ -82,7 +82,7 @@ func Preflight(ctx context.Context, e *Env, obs Observer, s Settle, out io.Write
 			fmt.Fprintf(out, "[%s] preflight: waiting up to %s for the stack to settle: %s\n", prefix, s.Within, strings.Join(unsettled, "; "))
 			announced = true
 		}
-		if waited >= s.Within || !pause(ctx, s.Poll) {
+		if waited >= s.Within || !Pause(ctx, s.Poll) {
 			if s.Rejoin != "" && strings.Contains(strings.Join(unsettled, ";"), "rotation yet") {
 				unsettled = append(unsettled, "if it never rejoins: "+s.Rejoin)
 			}
@@ -204,7 +204,7 @@ func AwaitRotation(ctx context.Context, e *Env, l ReplicaLister, service string,
 		if len(waiting) == 0 {
 			return hosts, Verdict{}, true
 		}
-		if time.Now().After(deadline) || !pause(ctx, Settled.Poll) {
+		if time.Now().After(deadline) || !Pause(ctx, Settled.Poll) {
 			return hosts, NotProven("%s replicas %s started recently and did not answer through %s within %s (none of %d requests): they are not in its rotation yet, so this step would measure fewer replicas than run",
 				service, strings.Join(waiting, ", "), entry(e.Target), within, rot.sent), false
 		}
@@ -286,8 +286,8 @@ func (r *rotation) await(ctx context.Context, hosts []string) []string {
 	return missing
 }
 
-// pause waits d, or returns false when ctx ends first.
-func pause(ctx context.Context, d time.Duration) bool {
+// Pause waits d, or returns false when ctx ends first.
+func Pause(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -26,6 +26,7 @@ var BenchDefaults = BenchParams{Params: bench.Params{Workers: 32, Rounds: 3, War
 type failover struct {
 	moved, gap              time.Duration
 	sent, failed, retryFail int
+	why                     map[string]int // first attempts' failures by kind
 }
 
 // Bench kills the VIP's holder bp.Kills times under load (starting it again in between)
@@ -75,8 +76,12 @@ func Bench(ctx context.Context, bp BenchParams, p Params, s Stack, target, nginx
 	moved50, movedMax := stat(func(f failover) time.Duration { return f.moved })
 	gap50, gapMax := stat(func(f failover) time.Duration { return f.gap })
 	sent, failed, retryFail := 0, 0, 0
+	why := map[string]int{}
 	for _, r := range runs {
 		sent, failed, retryFail = sent+r.sent, failed+r.failed, retryFail+r.retryFail
+		for k, n := range r.why {
+			why[k] += n
+		}
 	}
 	verdict := "meets"
 	if movedMax > time.Second {
@@ -91,8 +96,8 @@ func Bench(ctx context.Context, bp BenchParams, p Params, s Stack, target, nginx
 				haproxy.ReqPerSec()/nginx.ReqPerSec(), haproxy.P(50)-nginx.P(50), haproxy.P(99)-nginx.P(99)),
 			fmt.Sprintf("VIP moved after SIGKILL of its holder: p50 %s, max %s over %d kills (target at most 1s: %s)", check.MS(moved50), check.MS(movedMax), len(runs), verdict),
 			fmt.Sprintf("no request through the VIP succeeded for: p50 %s, max %s", check.MS(gap50), check.MS(gapMax)),
-			fmt.Sprintf("failed requests per failover, at %.0f requests/s on fresh connections: %.1f giving up at once, %.1f retrying once (%d requests in all)",
-				p.Rate, float64(failed)/float64(len(runs)), float64(retryFail)/float64(len(runs)), sent),
+			fmt.Sprintf("failed requests per failover, at %.0f requests/s on fresh connections: %.1f giving up at once (%s), %.1f retrying once after %s (%d requests in all)",
+				p.Rate, float64(failed)/float64(len(runs)), check.Counts(why), float64(retryFail)/float64(len(runs)), retryAfter, sent),
 		},
 	}
 	var moves, gaps []float64
@@ -137,9 +142,12 @@ func failoverOnce(ctx context.Context, e *check.Env, p Params, s Stack) (failove
 	if moved.IsZero() {
 		return failover{}, fmt.Errorf("the VIP did not move to %s within 10s of killing %s", backup, master)
 	}
-	f := failover{moved: moved.Sub(killed)}
+	f := failover{moved: moved.Sub(killed), why: map[string]int{}}
 	f.failed, f.sent, f.gap = gap(samples, killed)
 	for _, x := range samples {
+		if x.err != nil {
+			f.why[load.Classify(x.err)]++
+		}
 		if x.final != nil {
 			f.retryFail++
 		}

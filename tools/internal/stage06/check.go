@@ -254,8 +254,12 @@ func underLoad(ctx context.Context, e *check.Env, p Params, before, after time.D
 	return underLoadRetrying(ctx, e, p, 0, before, after, fault)
 }
 
+// retryAfter is how long a retrying client waits before it tries again: long enough for
+// a failover to be over, as a client's backoff would be.
+const retryAfter = 500 * time.Millisecond
+
 // underLoadRetrying is underLoad for a client that retries a failed request up to retries
-// times, at once, on a new connection.
+// times, after retryAfter, on a new connection.
 func underLoadRetrying(ctx context.Context, e *check.Env, p Params, retries int, before, after time.Duration, fault func() error) ([]sample, error) {
 	u := e.Unpooled()
 	u.Client.Timeout = p.Timeout
@@ -270,7 +274,7 @@ func underLoadRetrying(ctx context.Context, e *check.Env, p Params, retries int,
 			_, err := get(u)(ctx)
 			final := err
 			for range retries {
-				if final == nil || ctx.Err() != nil {
+				if final == nil || !check.Pause(ctx, retryAfter) {
 					break
 				}
 				_, final = get(u)(ctx)
