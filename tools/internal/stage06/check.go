@@ -27,7 +27,6 @@ type Stack interface {
 	Start(ctx context.Context, service string) error
 	WaitHealthy(ctx context.Context, service string) error
 	Scale(ctx context.Context, service string, n int) error
-	Exec(ctx context.Context, service string, cmd ...string) error
 	Output(ctx context.Context, service string, cmd ...string) (string, error)
 }
 
@@ -412,10 +411,19 @@ func failback(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdic
 	return check.Passed("%s started again and stayed backup (nopreempt or lower priority); %d of %d requests failed meanwhile", dead, failed, total)
 }
 
+// run runs a command in a node and marks it on the chart under a short label: the
+// commands themselves are too long to read there.
+func run(ctx context.Context, e *check.Env, s Stack, label, node string, cmd ...string) error {
+	e.Timeline.Mark(label)
+	_, err := s.Output(ctx, node, cmd...)
+	return err
+}
+
 // freeze stops (or continues) every haproxy process of a node. The lb image has no pkill:
 // /proc names them.
-func freeze(ctx context.Context, s Stack, node, signal string) error {
-	return s.Exec(ctx, node, "bash", "-c",
+func freeze(ctx context.Context, e *check.Env, s Stack, node, signal string) error {
+	verb := map[string]string{"STOP": "freeze", "CONT": "thaw"}[signal]
+	return run(ctx, e, s, verb+" HAProxy in "+node, node, "bash", "-c",
 		`for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = haproxy ] && kill -`+signal+` "${p#/proc/}"; done; true`)
 }
 
@@ -425,11 +433,11 @@ func haproxyHangs(ctx context.Context, e *check.Env, p Params, s Stack) check.Ve
 		return check.NotProven("the VIP did not settle on one node: holders %v", h)
 	}
 	holder, peer := h[0], other(p, h[0])
-	defer func() { _ = freeze(context.WithoutCancel(ctx), s, holder, "CONT") }()
+	defer func() { _ = freeze(context.WithoutCancel(ctx), e, s, holder, "CONT") }()
 	var frozen, moved time.Time
 	samples, err := underLoad(ctx, e, p, time.Second, 2*time.Second, func() error {
 		frozen = time.Now()
-		if err := freeze(ctx, s, holder, "STOP"); err != nil {
+		if err := freeze(ctx, e, s, holder, "STOP"); err != nil {
 			return err
 		}
 		_, moved, _ = awaitHolders(ctx, p, s, p.Hang, func(h []string) bool { return slices.Equal(h, []string{peer}) })
@@ -597,12 +605,12 @@ func splitBrain(ctx context.Context, e *check.Env, p Params, s Stack) check.Verd
 	// longer arrive and the peer believes it dead. (A blackhole route would not do:
 	// keepalived sends on a socket bound to eth0, which only eth0's routes serve.)
 	addr := strings.TrimSpace(peerAddr)
-	if err := s.Exec(ctx, master, "ip", "neigh", "replace", addr, "lladdr", "02:00:00:00:06:66", "dev", "eth0", "nud", "permanent"); err != nil {
+	if err := run(ctx, e, s, "cut "+master+" -> "+peer, master, "ip", "neigh", "replace", addr, "lladdr", "02:00:00:00:06:66", "dev", "eth0", "nud", "permanent"); err != nil {
 		return check.NotProven("could not block %s -> %s: %v", master, peer, err)
 	}
 	blocked := time.Now()
 	both, at, split := awaitHolders(ctx, p, s, 5*time.Second, func(h []string) bool { return len(h) == 2 })
-	if err := s.Exec(context.WithoutCancel(ctx), master, "ip", "neigh", "del", addr, "dev", "eth0"); err != nil {
+	if err := run(context.WithoutCancel(ctx), e, s, "reconnect "+master+" -> "+peer, master, "ip", "neigh", "del", addr, "dev", "eth0"); err != nil {
 		return check.NotProven("could not unblock %s -> %s: %v", master, peer, err)
 	}
 	unblocked := time.Now()

@@ -319,14 +319,8 @@ func (f *fake) WaitHealthy(ctx context.Context, service string) error {
 	return nil
 }
 
-func (f *fake) Exec(_ context.Context, service string, cmd ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.node(service)
-	if err != nil || !n.alive {
-		return errors.Join(err, fmt.Errorf("%s is not running", service))
-	}
-	all := strings.Join(cmd, " ")
+// act carries out a command that changes a node; the caller holds mu.
+func (f *fake) act(n *node, all string) error {
 	switch {
 	case strings.Contains(all, "kill -STOP"):
 		n.frozen = true
@@ -337,7 +331,7 @@ func (f *fake) Exec(_ context.Context, service string, cmd ...string) error {
 	case strings.HasPrefix(all, "ip neigh del"):
 		n.blocked = false
 	default:
-		return fmt.Errorf("unexpected %q in %s", all, service)
+		return fmt.Errorf("unexpected %q in %s", all, n.name)
 	}
 	return nil
 }
@@ -349,7 +343,8 @@ func (f *fake) Output(_ context.Context, service string, cmd ...string) (string,
 	if err != nil || !n.alive {
 		return "", errors.Join(err, fmt.Errorf("%s is not running", service))
 	}
-	switch all := strings.Join(cmd, " "); {
+	all := strings.Join(cmd, " ")
+	switch {
 	case all == "ip -4 -o addr show dev eth0":
 		out := "2: eth0    inet " + n.addr + "/24 brd 10.206.6.255 scope global eth0\n"
 		if f.holders[n.name] {
@@ -365,7 +360,7 @@ func (f *fake) Output(_ context.Context, service string, cmd ...string) (string,
 	case strings.HasPrefix(all, "bash -c ip -4 -o addr show dev eth0"):
 		return n.addr + "\n", nil
 	}
-	return "", fmt.Errorf("unexpected %v in %s", cmd, service)
+	return "", f.act(n, all)
 }
 
 // env reaches the VIP and each node's stats page at the names the check uses.
