@@ -101,6 +101,23 @@ func MS(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
+// Unfair names the replicas that served less than frac of an even share of the requests
+// counted in by (replica -> requests), nothing at all included: a fair-share step's failure.
+func Unfair[N int | int64](by map[string]N, replicas []string, frac float64) []string {
+	var total N
+	for _, n := range by {
+		total += n
+	}
+	even := float64(total) / float64(len(replicas))
+	var short []string
+	for _, r := range replicas {
+		if float64(by[r]) < frac*even {
+			short = append(short, fmt.Sprintf("%s got %d (even share %.0f)", r, by[r], even))
+		}
+	}
+	return short
+}
+
 // Counts formats a tally as "a x2, b x1", sorted.
 func Counts(m map[string]int) string {
 	parts := make([]string, 0, len(m))

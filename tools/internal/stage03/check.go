@@ -119,22 +119,6 @@ func shares(by map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-// fair reports replicas that got less than p.Fair of an even share, or nothing at all.
-func fair(by map[string]int, replicas []string, frac float64) []string {
-	total := 0
-	for _, n := range by {
-		total += n
-	}
-	even := float64(total) / float64(len(replicas))
-	var short []string
-	for _, r := range replicas {
-		if float64(by[r]) < frac*even {
-			short = append(short, fmt.Sprintf("%s got %d (even share %.0f)", r, by[r], even))
-		}
-	}
-	return short
-}
-
 func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) check.Verdict {
 	replicas, v, ok := check.AwaitRotation(ctx, e, c, p.Service, check.Settled.Within)
 	if !ok {
@@ -148,7 +132,7 @@ func fairShare(ctx context.Context, e *check.Env, p Params, c fault.Cluster) che
 	if len(replicas) < 2 {
 		return check.NotProven("need at least two running %s replicas, found %d", p.Service, len(replicas))
 	}
-	if short := fair(by, replicas, p.Fair); len(short) > 0 {
+	if short := check.Unfair(by, replicas, p.Fair); len(short) > 0 {
 		return check.Failed(fmt.Sprintf("each of the %d replicas serves at least %.0f%% of an even share", len(replicas), p.Fair*100),
 			strings.Join(short, "; ")+" — all: "+shares(by))
 	}
