@@ -2,7 +2,10 @@ module github.com/sysdesign-course/course/stages
 
 go 1.26.0
 
-require github.com/sysdesign-course/course/shared v0.0.0
+require (
+	github.com/rabbitmq/amqp091-go v1.16.0
+	github.com/sysdesign-course/course/shared v0.0.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

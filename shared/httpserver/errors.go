@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -18,6 +20,13 @@ type ErrorBody struct {
 // BadRequest is the error a handler returns for input it refuses; the message is shown to
 // the client as is, so it should say what was wrong and what is accepted.
 func BadRequest(msg string) error { return echo.NewHTTPError(http.StatusBadRequest, msg) }
+
+// Unavailable is a 503 that tells the client when to try again (Retry-After): the request
+// was fine, a dependency cannot take it now.
+func Unavailable(c echo.Context, retryAfter time.Duration, msg string) error {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(retryAfter.Seconds()))))
+	return echo.NewHTTPError(http.StatusServiceUnavailable, msg)
+}
 
 // jsonErrorHandler turns every error (echo's own 404/405, handlers' HTTPErrors, panics
 // recovered by middleware) into an ErrorBody. Unknown errors become a 500 whose details are

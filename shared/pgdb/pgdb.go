@@ -78,13 +78,20 @@ func OpenMigrated(ctx context.Context, cfg Config, fsys fs.FS, wait time.Duratio
 // it safe to call from every replica at once: one applies, the others wait and find
 // nothing left to do. It retries while Postgres is still starting, for up to wait.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, wait time.Duration, log *slog.Logger) error {
+	return MigrateTable(ctx, pool, goose.DefaultTablename, fsys, wait, log)
+}
+
+// MigrateTable is Migrate with the applied versions kept in table: a package whose schema
+// evolves on its own (jobs, from stage 07) numbers its migrations independently of the
+// users' and is applied by services that never touch users (the workers).
+func MigrateTable(ctx context.Context, pool *pgxpool.Pool, table string, fsys fs.FS, wait time.Duration, log *slog.Logger) error {
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return err
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker), goose.WithTableName(table))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}

@@ -190,8 +190,8 @@ func TestBadBodiesAreRefusedBeforeTheWriter(t *testing.T) {
 
 func TestBodyLimitIsInclusive(t *testing.T) {
 	body := `{"username":"ada","email":"ada@example.com"}`
-	body += strings.Repeat(" ", maxBody-len(body))
-	require.Len(t, body, maxBody)
+	body += strings.Repeat(" ", httpserver.MaxJSONBody-len(body))
+	require.Len(t, body, httpserver.MaxJSONBody)
 	fw := &fakeWriter{}
 	w := serve(newWriteServer(fw), http.MethodPost, "/users", jsonCT, body)
 	assert.Equal(t, http.StatusCreated, w.Code, w.Body.String())
