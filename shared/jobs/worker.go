@@ -32,6 +32,8 @@ type Worker struct {
 	// AutoAck is the broken mode of the stage's negative control: the broker forgets a
 	// message as soon as it sends it, so a worker that dies loses what it had been sent.
 	AutoAck bool
+	// DeliveryLimit is the jobs queue's x-delivery-limit, for the failed jobs' reason.
+	DeliveryLimit int
 	// StoreRetry bounds how long one delivery waits for the database to come back before
 	// it is returned to the queue.
 	StoreRetry time.Duration
@@ -157,30 +159,29 @@ func (w *Worker) HandleDead(ctx context.Context, d amqp.Delivery) {
 		w.settle(d, true, "dead")
 		return
 	}
-	reason := fmt.Sprintf("dead-lettered (%v) after %v deliveries: no worker could process it", d.Headers["x-first-death-reason"], deliveries(d))
+	reason := fmt.Sprintf("dead-lettered (%v): no worker could process it", d.Headers["x-first-death-reason"])
+	if d.Headers["x-first-death-reason"] == "delivery_limit" {
+		reason = fmt.Sprintf("dead-lettered (delivery_limit): delivered %d times without an ack, past the queue's delivery limit of %d", w.DeliveryLimit+1, w.DeliveryLimit)
+	}
+	// The dead-letter queue has a delivery limit of its own (RabbitMQ's default, 20): a
+	// dead letter is not returned to it, but held, and its store retried, until it
+	// succeeds or the worker stops.
 	var changed bool
-	err := w.store(ctx, func(ctx context.Context) (err error) { changed, err = w.Ledger.Fail(ctx, id, reason); return err })
+	var err error
+	for {
+		err = w.store(ctx, func(ctx context.Context) (err error) { changed, err = w.Ledger.Fail(ctx, id, reason); return err })
+		if err == nil || !pgdb.IsUnavailable(err) || ctx.Err() != nil {
+			break
+		}
+		w.Log.Warn("database unavailable: holding the dead letter and retrying", "job", id, "err", err)
+	}
 	if err != nil {
-		w.Log.Warn("database unavailable: returning the dead letter", "job", id, "err", err)
+		w.Log.Error("recording a dead letter", "job", id, "err", err)
 		w.settle(d, false, "returned")
 		return
 	}
 	w.Log.Warn("job failed", "job", id, "reason", reason, "marked", changed)
 	w.settle(d, true, "dead")
-}
-
-// deliveries reads how often a dead letter was delivered: x-delivery-count on the message,
-// or the count of its x-death entry.
-func deliveries(d amqp.Delivery) any {
-	if n, ok := d.Headers["x-delivery-count"]; ok {
-		return n
-	}
-	if deaths, ok := d.Headers["x-death"].([]any); ok && len(deaths) > 0 {
-		if t, ok := deaths[0].(amqp.Table); ok {
-			return t["count"]
-		}
-	}
-	return "several"
 }
 
 // store runs op until it succeeds, fails for a reason other than the database being

@@ -46,8 +46,10 @@ func (p *Publisher) Publish(ctx context.Context, queue string, msg amqp.Publishi
 	}
 	ok, err := conf.WaitContext(ctx)
 	switch {
-	case err != nil:
-		return fmt.Errorf("waiting for the broker's confirm: %w", errors.Join(ErrUnavailable, err))
+	case err != nil: // no confirm in time: the broker is stuck or gone (not the caller's deadline)
+		return fmt.Errorf("%w: no confirm within %s (%v)", ErrUnavailable, p.timeout, err)
+	case !ok && p.ch.IsClosed(): // amqp091 nacks what was pending when the channel died
+		return fmt.Errorf("%w: the channel closed before the confirm", ErrUnavailable)
 	case !ok:
 		return ErrRefused
 	}
@@ -139,8 +141,8 @@ func (r *RPC) Call(ctx context.Context, queue string, msg amqp.Publishing) (amqp
 	}
 	msg.Headers[DeadlineHeader] = deadline.UnixMilli()
 	if err := r.pub.Publish(ctx, queue, msg); err != nil {
-		if ctx.Err() != nil {
-			return amqp.Delivery{}, context.DeadlineExceeded
+		if ctx.Err() != nil { // the call's own deadline passed while publishing
+			return amqp.Delivery{}, ctx.Err()
 		}
 		return amqp.Delivery{}, err
 	}

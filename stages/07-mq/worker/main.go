@@ -54,7 +54,7 @@ func main() {
 		os.Exit(1)
 	}
 	w := &jobs.Worker{Ledger: jobs.NewStore(pool), Compute: prime.IsPrime, Name: srv.Instance(),
-		AutoAck: cfg.AutoAck, StoreRetry: cfg.StoreRetry, Log: log}
+		AutoAck: cfg.AutoAck, DeliveryLimit: cfg.Jobs.DeliveryLimit, StoreRetry: cfg.StoreRetry, Log: log}
 	if cfg.AutoAck {
 		log.Warn("WORKER_AUTO_ACK=true: the broker forgets each job as it sends it; a worker that dies loses them")
 	}

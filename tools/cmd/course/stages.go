@@ -18,6 +18,7 @@ import (
 	"github.com/sysdesign-course/course/tools/internal/stage04"
 	"github.com/sysdesign-course/course/tools/internal/stage05"
 	"github.com/sysdesign-course/course/tools/internal/stage06"
+	"github.com/sysdesign-course/course/tools/internal/stage07"
 )
 
 // benchFunc measures a stage; it may use the Docker API (for limits or faults).
@@ -78,6 +79,14 @@ var stages = map[int]stage{
 		steps: func(d *fault.Docker) ([]check.Step, tabulate) { return stage06.Steps(stage06.Defaults, d), nil },
 		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
 			return stage06.Bench(ctx, stage06.BenchDefaults, stage06.Defaults, d, st.Target, "http://nginx:8080")
+		},
+	},
+	7: {
+		steps: func(d *fault.Docker) ([]check.Step, tabulate) {
+			return stage07.Steps(stage07.Defaults, live07(d)), nil
+		},
+		bench: func(ctx context.Context, st course.Stage, d *fault.Docker) (report.Table, []report.Bars, error) {
+			return stage07.Bench(ctx, stage07.BenchDefaults, stage07.Defaults, live07(d), st.Target, "http://server-local:8080")
 		},
 	},
 }
@@ -251,4 +260,8 @@ func benchCmd(ctx context.Context, n int) int {
 	}
 	fmt.Printf("report: %s/ (report.json, bench.png)\n", s.rel(s.reportDir))
 	return 0
+}
+
+func live07(d *fault.Docker) stage07.Live {
+	return stage07.Live{Docker: d, Broker: stage07.Defaults.Broker, Client: load.NewClient(4, 5*time.Second)}
 }

@@ -214,3 +214,22 @@ func (d *Docker) Stack(ctx context.Context) ([]Container, error) {
 	}
 	return out, nil
 }
+
+// Env is the environment of the service's first container, as its process sees it: a
+// check logs in to a broker with the credentials the stack was started with.
+func (d *Docker) Env(ctx context.Context, service string) (map[string]string, error) {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	in, err := d.api.ContainerInspect(ctx, ids[0])
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for _, kv := range in.Config.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env, nil
+}

@@ -231,3 +231,27 @@ func (d *Docker) SetCPUs(ctx context.Context, service, host string, cpus float64
 		return err
 	})
 }
+
+// Memory is the memory the service's running containers use now, summed, without the page
+// cache the kernel can drop (what `docker stats` shows).
+func (d *Docker) Memory(ctx context.Context, service string) (uint64, error) {
+	ids, err := d.Containers(ctx, service)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, id := range ids {
+		r, err := d.api.ContainerStatsOneShot(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		var st container.StatsResponse
+		err = json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		total += st.MemoryStats.Usage - min(st.MemoryStats.Usage, st.MemoryStats.Stats["inactive_file"])
+	}
+	return total, nil
+}

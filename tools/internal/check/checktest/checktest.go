@@ -84,3 +84,27 @@ func FailEach[F any](t *testing.T, docPrefix string, cases []Broken[F], run func
 		})
 	}
 }
+
+// FirstFailEach is FailEach for flaws that break more than one promise (a worker in
+// auto-ack mode loses jobs when killed and cannot return poison): each variant's first
+// failing step, in order, must be its Failing step (see OnlyFails for what it must
+// hold), and every step before it must pass. Later steps may fail too.
+func FirstFailEach[F any](t *testing.T, docPrefix string, order []string, cases []Broken[F], run func(*testing.T, F) (map[string]check.Result, check.Outcome, string)) {
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			t.Parallel()
+			results, outcome, out := run(t, c.Flaws)
+			assert.Equal(t, check.Fail, outcome, out)
+			before := map[string]check.Result{}
+			for _, name := range order {
+				if name == c.Failing {
+					before[name] = results[name]
+					break
+				}
+				before[name] = results[name]
+			}
+			OnlyFails(t, before, out, c.Failing, c.Hint, c.Actual, docPrefix)
+			t.Log("\n" + out)
+		})
+	}
+}
