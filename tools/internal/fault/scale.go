@@ -203,25 +203,33 @@ func (d *Docker) Output(ctx context.Context, service string, cmd ...string) (str
 // CPUTime is the CPU time the service's running containers have used so far, summed:
 // the difference of two readings is what they used in between.
 func (d *Docker) CPUTime(ctx context.Context, service string) (time.Duration, error) {
+	var total time.Duration
+	err := d.stats(ctx, service, func(st container.StatsResponse) {
+		total += time.Duration(st.CPUStats.CPUUsage.TotalUsage)
+	})
+	return total, err
+}
+
+// stats reads one sample of each of the service's containers' statistics.
+func (d *Docker) stats(ctx context.Context, service string, each func(container.StatsResponse)) error {
 	ids, err := d.Containers(ctx, service)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var total time.Duration
 	for _, id := range ids {
 		r, err := d.api.ContainerStatsOneShot(ctx, id)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		var st container.StatsResponse
 		err = json.NewDecoder(r.Body).Decode(&st)
 		r.Body.Close()
 		if err != nil {
-			return 0, err
+			return err
 		}
-		total += time.Duration(st.CPUStats.CPUUsage.TotalUsage)
+		each(st)
 	}
-	return total, nil
+	return nil
 }
 
 // SetCPUs changes one replica's CPU limit at run time, as `docker update --cpus`.
@@ -235,23 +243,9 @@ func (d *Docker) SetCPUs(ctx context.Context, service, host string, cpus float64
 // Memory is the memory the service's running containers use now, summed, without the page
 // cache the kernel can drop (what `docker stats` shows).
 func (d *Docker) Memory(ctx context.Context, service string) (uint64, error) {
-	ids, err := d.Containers(ctx, service)
-	if err != nil {
-		return 0, err
-	}
 	var total uint64
-	for _, id := range ids {
-		r, err := d.api.ContainerStatsOneShot(ctx, id)
-		if err != nil {
-			return 0, err
-		}
-		var st container.StatsResponse
-		err = json.NewDecoder(r.Body).Decode(&st)
-		r.Body.Close()
-		if err != nil {
-			return 0, err
-		}
+	err := d.stats(ctx, service, func(st container.StatsResponse) {
 		total += st.MemoryStats.Usage - min(st.MemoryStats.Usage, st.MemoryStats.Stats["inactive_file"])
-	}
-	return total, nil
+	})
+	return total, err
 }
