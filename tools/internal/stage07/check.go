@@ -103,7 +103,7 @@ func Steps(p Params, s Stack) []check.Step {
 			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return noWorkers(ctx, e, p, s) },
 		},
 		{
-			Name: "broker-restart", Title: "RabbitMQ restarted under submissions: every job that got a 202 completes, submissions meanwhile get a fast 503, servers and workers reconnect by themselves",
+			Name: "broker-restart", Title: "RabbitMQ restarted under submissions: every job that got a 202 completes, submissions meanwhile get a fast 503 while /ping and /users answer, servers and workers reconnect by themselves",
 			Doc:  doc + "#when-the-broker-goes-away",
 			Hint: "a 202 only after the publisher confirm, into a durable quorum queue with persistent messages; a reconnect loop on NotifyClose (shared/mq/session.go) that declares the topology and restarts the consumers.",
 			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return brokerRestart(ctx, e, p, s) },
@@ -623,6 +623,13 @@ func brokerRestart(ctx context.Context, e *check.Env, p Params, s Stack) check.V
 		return check.NotProven("could not stop %s: %v", p.Broker, err)
 	}
 	submitFor(p.Phase) // while it is down
+	// Everything that does not need the broker keeps working meanwhile.
+	var unaffected []string
+	for _, path := range []string{"/ping", "/users/1"} {
+		if resp, err := e.Get(ctx, "ping", path); err != nil || resp.Status != http.StatusOK {
+			unaffected = append(unaffected, fmt.Sprintf("GET %s: %v %v", path, err, statusOf(resp)))
+		}
+	}
 	if err := s.Start(ctx, p.Broker); err != nil {
 		return check.NotProven("could not start %s: %v", p.Broker, err)
 	}
@@ -647,6 +654,10 @@ func brokerRestart(ctx context.Context, e *check.Env, p Params, s Stack) check.V
 		return check.Failed("every server and worker reconnects to the broker by itself",
 			"not reconnected 20s after the broker was healthy: "+strings.Join(missing, ", "))
 	}
+	if len(unaffected) > 0 {
+		return check.Failed("/ping and the users endpoints answer while the broker is away", strings.Join(unaffected, "; ")).
+			WithHint("the broker must not be a readiness dependency of the servers: only /is-prime and POST /jobs need it.")
+	}
 	if restarted := restartedSince(ctx, s, started, p.Servers, p.Workers); len(restarted) > 0 {
 		return check.Failed("servers and workers reconnect without a restart", "restarted: "+strings.Join(restarted, ", "))
 	}
@@ -668,6 +679,14 @@ func brokerRestart(ctx context.Context, e *check.Env, p Params, s Stack) check.V
 	_, redelivered := verify(o, p.JobN)
 	return check.Passed("broker away for %s with a backlog of %d jobs: submissions %s (slowest 503 %s); all %d accepted jobs done once (%d redelivered); %d servers and %d workers reconnected",
 		outage.Round(100*time.Millisecond), len(backlog), check.Counts(statuses), check.MS(slowest503), len(ids), redelivered, len(before[p.Servers]), len(before[p.Workers]))
+}
+
+// statusOf is a response's status for a message, or nothing.
+func statusOf(r *check.Response) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", r.Status, check.Short(r.Body))
 }
 
 // notReconnected names the processes whose connection count has not grown, or that are

@@ -31,6 +31,7 @@ type flaws struct {
 	localPrime    bool // servers compute primes: /ping waits behind them
 	wrongAnswer   bool // 1 is reported prime
 	badInput500   bool // an unparsable n is a 500
+	brokerReady   bool // the servers stop serving users while the broker is away
 }
 
 const (
@@ -265,6 +266,12 @@ func (k *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(body))
 	}
 	switch {
+	case r.URL.Path == "/users/1":
+		if k.f.brokerReady && !k.up {
+			reply(503, `{"error":"not ready: broker unavailable"}`)
+			return
+		}
+		reply(200, `{"id":1}`)
 	case r.URL.Path == "/ping":
 		k.mu.Lock()
 		busy := k.prime > 0
@@ -537,6 +544,7 @@ func TestCheckFailsEachBrokenStack(t *testing.T) {
 		{Name: "no deadline", Flaws: flaws{noDeadline: true}, Failing: "no-workers", Hint: "deadline", Actual: "no answer"},
 		{Name: "queue lost in a restart", Flaws: flaws{volatile: true}, Failing: "broker-restart", Hint: "durable quorum queue", Actual: "never completed"},
 		{Name: "no reconnect", Flaws: flaws{noReconnect: true}, Failing: "broker-restart", Hint: "reconnect loop", Actual: "not reconnected"},
+		{Name: "broker is a readiness dependency", Flaws: flaws{brokerReady: true}, Failing: "broker-restart", Hint: "readiness dependency", Actual: "GET /users/1"},
 		{Name: "no dead-lettering", Flaws: flaws{noDeadLetter: true}, Failing: "poison", Hint: "x-delivery-limit", Actual: "after 3s"},
 		{Name: "one worker hoards", Flaws: flaws{hoard: true}, Failing: "scaling", Hint: "prefetch", Actual: "jobs by worker"},
 	}, run)
