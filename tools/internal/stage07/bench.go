@@ -96,15 +96,15 @@ func Bench(ctx context.Context, bp BenchParams, p Params, s BenchStack, target, 
 		if err != nil {
 			return t, nil, err
 		}
-		th, err := rate(ctx, e, p, s, bp.JobsPerCPU*n, n)
+		th, err := rate(ctx, e, p, s, bp.JobsPerCPU*n)
 		if err != nil {
 			return t, nil, err
 		}
-		r, cpu := th.perSec, th.cpu
+		r := th.perSec
 		perSec, labels = append(perSec, r), append(labels, fmt.Sprintf("%d workers", n))
 		ideal := float64(n) * perSec[0] / float64(bp.Workers[0])
 		t.Rows = append(t.Rows, []string{fmt.Sprintf("jobs/s with %d worker(s) at %.1f CPU", n, p.WorkerCPUs), "", "",
-			fmt.Sprintf("%.1f jobs/s, x%.2f of ideal; workers used %.2f CPU", r, r/ideal, cpu.Seconds()/(float64(bp.JobsPerCPU*n-n)/r))})
+			fmt.Sprintf("%.1f jobs/s, x%.2f of ideal; workers used %.0f%% of their CPU limits", r, r/ideal, 100*th.cpuShare(p, n))})
 	}
 
 	brokerCPU1, _ := s.CPUTime(ctx, p.Broker)

@@ -12,7 +12,9 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,7 +71,7 @@ type Params struct {
 var Defaults = Params{Servers: "server", Workers: "worker", Broker: "rabbitmq", JobsQueue: "jobs",
 	Deadline: 5 * time.Second, HeavyN: 25_000_009, JobN: 50_000_017, WorkerCPUs: 0.5,
 	PingP99: 100 * time.Millisecond, Burst: 5 * time.Second, KillJobs: 24,
-	Finish: 60 * time.Second, Stall: 5 * time.Second, ScaleJobs: 10, MinSpeedup: 1.8,
+	Finish: 60 * time.Second, Stall: 5 * time.Second, ScaleJobs: 12, MinSpeedup: 1.8,
 	KillAfter: time.Second, Phase: 2 * time.Second, PoisonWait: 30 * time.Second}
 
 const doc = "docs/07-mq.md"
@@ -781,43 +783,92 @@ func newID() (string, error) {
 type throughput struct {
 	perSec   float64
 	cpu      time.Duration  // the workers' CPU time meanwhile
+	busy     time.Duration  // how long they worked: from the first job finished to the last
 	byWorker map[string]int // jobs done by each worker
+	hostIdle float64        // the machine's idle share meanwhile (-1: unknown)
 }
 
-// rate measures jobs per second with workers running: count jobs submitted at once, from
-// the first finish to the last (the first workers jobs finish together, so they open the
-// span rather than fill it).
-func rate(ctx context.Context, e *check.Env, p Params, s Stack, count, workers int) (throughput, error) {
+// cpuShare is the share of their CPU limits the workers used while they worked.
+func (t throughput) cpuShare(p Params, workers int) float64 {
+	return t.cpu.Seconds() / (t.busy.Seconds() * float64(workers) * p.WorkerCPUs)
+}
+
+// rate measures jobs per second with the running workers: count jobs submitted at once.
+// Each worker's own rate (its jobs after its first, over the time from its first finish to
+// its last) is summed: how the workers' finishes interleave does not bias it.
+func rate(ctx context.Context, e *check.Env, p Params, s Stack, count int) (throughput, error) {
 	cpu0, _ := s.CPUTime(ctx, p.Workers)
+	idle0, total0, hostErr := hostCPU()
 	ids, err := submitAll(ctx, e, count, p.JobN)
 	if err != nil {
 		return throughput{}, err
 	}
 	o := awaitJobs(ctx, e, p, s, ids, p.Finish)
 	cpu1, _ := s.CPUTime(ctx, p.Workers)
+	idle1, total1, _ := hostCPU()
 	if len(o.pending) > 0 {
 		return throughput{}, errors.New(lost(o, len(ids), p.Finish))
 	}
-	t := throughput{cpu: cpu1 - cpu0, byWorker: map[string]int{}}
-	var first, last time.Time
+	t := throughput{cpu: cpu1 - cpu0, byWorker: map[string]int{}, hostIdle: -1}
+	if hostErr == nil && total1 > total0 {
+		t.hostIdle = float64(idle1-idle0) / float64(total1-total0)
+	}
+	first, last := map[string]time.Time{}, map[string]time.Time{}
+	var all0, all1 time.Time
 	for _, j := range o.jobs {
-		t.byWorker[j.Worker]++
 		if j.FinishedAt == nil {
 			continue
 		}
-		if first.IsZero() || j.FinishedAt.Before(first) {
-			first = *j.FinishedAt
+		w, at := j.Worker, *j.FinishedAt
+		t.byWorker[w]++
+		if f, ok := first[w]; !ok || at.Before(f) {
+			first[w] = at
 		}
-		if j.FinishedAt.After(last) {
-			last = *j.FinishedAt
+		if at.After(last[w]) {
+			last[w] = at
+		}
+		if all0.IsZero() || at.Before(all0) {
+			all0 = at
+		}
+		if at.After(all1) {
+			all1 = at
 		}
 	}
-	span := last.Sub(first)
-	if span <= 0 {
+	for w, n := range t.byWorker {
+		if span := last[w].Sub(first[w]); n > 1 && span > 0 {
+			t.perSec += float64(n-1) / span.Seconds()
+		}
+	}
+	t.busy = all1.Sub(all0)
+	if t.perSec == 0 || t.busy <= 0 {
 		return t, fmt.Errorf("%d jobs finished all at once", count)
 	}
-	t.perSec = float64(count-workers) / span.Seconds()
 	return t, nil
+}
+
+// hostCPU reads the machine's idle and total CPU time (jiffies) from /proc/stat, which a
+// container shares with its host.
+func hostCPU() (idle, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total, nil
 }
 
 func scaling(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdict {
@@ -829,28 +880,35 @@ func scaling(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdict
 	if err := s.StopReplica(ctx, p.Workers, workers[1]); err != nil {
 		return check.NotProven("could not stop %s: %v", workers[1], err)
 	}
-	one, err := rate(ctx, e, p, s, p.ScaleJobs, 1)
+	one, err := rate(ctx, e, p, s, p.ScaleJobs)
 	if err != nil {
 		return check.Failed("jobs complete with one worker", err.Error())
 	}
 	restore(ctx, s, p.Workers)
-	two, err := rate(ctx, e, p, s, 2*p.ScaleJobs, 2)
+	two, err := rate(ctx, e, p, s, 2*p.ScaleJobs)
 	if err != nil {
 		return check.Failed("jobs complete with two workers", err.Error())
 	}
 	speedup := two.perSec / one.perSec
-	if speedup < p.MinSpeedup {
-		want := fmt.Sprintf("at least %.1fx the jobs/s of one worker", p.MinSpeedup)
-		got := fmt.Sprintf("%.2fx: %.1f jobs/s with one, %.1f with two (jobs by worker: %s)", speedup, one.perSec, two.perSec, check.Counts(two.byWorker))
-		if short := check.Unfair(two.byWorker, slices.Collect(maps.Keys(two.byWorker)), 0.6); len(two.byWorker) < 2 || len(short) > 0 {
-			return check.Failed(want, got)
-		}
-		// Both worked their share: if they did not get their CPU, the machine was busy.
-		secs := float64(2*p.ScaleJobs-2) / two.perSec
-		if used := two.cpu.Seconds() / (secs * 2 * p.WorkerCPUs); used < 0.8 {
-			return check.NotProven("two workers got only %.0f%% of their CPU limits (the machine is busy): %s proves nothing", 100*used, got)
-		}
-		return check.Failed(want, got)
+	got := fmt.Sprintf("%.1f jobs/s with one worker, %.1f with two: %.2fx (jobs by worker %s; CPU used %.0f%% of the limits, then %.0f%%)",
+		one.perSec, two.perSec, speedup, check.Counts(two.byWorker), 100*one.cpuShare(p, 1), 100*two.cpuShare(p, 2))
+	want := fmt.Sprintf("at least %.1fx the jobs/s of one worker", p.MinSpeedup)
+	if short := check.Unfair(two.byWorker, slices.Collect(maps.Keys(two.byWorker)), 0.6); len(two.byWorker) < 2 || len(short) > 0 {
+		return check.Failed(want+", each worker taking its share", got)
 	}
-	return check.Passed("%.1f jobs/s with one worker, %.1f with two: %.2fx (ideal 2x at %.1f CPU each; jobs by worker %s)", one.perSec, two.perSec, speedup, p.WorkerCPUs, check.Counts(two.byWorker))
+	if speedup >= p.MinSpeedup {
+		return check.Passed("%s", got)
+	}
+	// Both took their share, yet less than the speedup. Workers at their limits mean each
+	// job cost more CPU with two (the cores slow each other: shared caches, SMT siblings);
+	// workers under their limits on a saturated machine mean the machine was busy. Only
+	// workers idling on a machine with room to spare is the stage's fault.
+	switch {
+	case two.cpuShare(p, 2) >= 0.8:
+		return check.NotProven("%s: both workers ran at their CPU limits, so each job cost more CPU with two than with one: the machine's cores, not the queue", got)
+	case two.hostIdle >= 0 && two.hostIdle < 0.15:
+		return check.NotProven("%s: the machine was %.0f%% busy, so the workers could not get their CPU", got, 100*(1-two.hostIdle))
+	}
+	return check.Failed(want, got+": the workers idled while jobs waited").
+		WithHint("with jobs waiting, each worker should run at its CPU limit: look for something that serializes them (a shared lock, a prefetch of 1 with slow acks, one consumer for both).")
 }
