@@ -29,6 +29,7 @@ ifneq ($(OFFLINE_ENV),)
   export GO_BUILD := prebuilt
   export DOCKER_BUILDKIT := 0
   PREPARE := binaries
+  STAGE_PREPARE := go-context
 else
   export GO_BUILD ?= source
 endif
@@ -79,7 +80,7 @@ stage: ## make stage N up|check|bench|logs|ps|down|diff|curl PATH|scale COUNT|dn
 stage-%:
 	@echo "usage: make stage $(N) up|check|bench|logs|ps|down|diff|curl PATH|scale COUNT|dns|cache on|off ('$*' is not one of them)"; exit 2
 
-stage-up: $(PREPARE)
+stage-up: $(STAGE_PREPARE)
 	@echo "starting $(STAGE_DIR) (project $(PROJECT))$(if $(OFFLINE_ENV), with offline stand-in images)"
 	$(COMPOSE) up -d --build --wait --wait-timeout 120
 	@$(COMPOSE) ps --format 'table {{.Service}}\t{{.Status}}\t{{.Ports}}'
@@ -138,13 +139,13 @@ stage-check: tools-image
 	@docker network inspect $(TARGET_PROJECT)_default >/dev/null 2>&1 || { echo "$(TARGET_PROJECT) is not up: run make stage $(or $(AGAINST),$(N)) up"; exit 2; }
 	@$(RUN_TOOL) check $(N)
 
-stage-bench: tools-image $(PREPARE)
+stage-bench: tools-image $(STAGE_PREPARE)
 	@docker network inspect $(TARGET_PROJECT)_default >/dev/null 2>&1 || { echo "$(TARGET_PROJECT) is not up: run make stage $(N) up"; exit 2; }
 	$(COMPOSE) --profile bench up -d --build --wait --wait-timeout 120
 	@$(RUN_TOOL) bench $(N)
 
 # ---- building --------------------------------------------------------------------------
-.PHONY: binaries tools-image offline standins compose-v2 readmes
+.PHONY: binaries go-context tools-image offline standins compose-v2 readmes
 GO_LINUX_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags='-s -w'
 binaries: ## build every Go binary for Linux into tools/bin/linux/<name>/app (the offline images copy them)
 	@for dir in $$(go list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./stages/...); do \
@@ -152,6 +153,20 @@ binaries: ## build every Go binary for Linux into tools/bin/linux/<name>/app (th
 	  $(GO_LINUX_BUILD) -o tools/bin/linux/$$name/app ./$${dir#$(CURDIR)/}; \
 	done
 	@$(GO_LINUX_BUILD) -o tools/bin/linux/course/app ./tools/cmd/course
+
+# Offline, each Go image copies a prebuilt binary. Compose sends the classic builder the
+# whole build context, compressed, for every image: the repository's would carry every
+# stage's binaries (about 130 MB, 8 s an image). So each stage gets a context of its own
+# holding the Dockerfile and, as hard links, only the binaries its compose file names.
+GO_CONTEXT_DIR = $(CURDIR)/tools/bin/context/$(notdir $(STAGE_DIR))
+go-context: binaries
+	@[[ -n "$(STAGE_DIR)" ]] || { echo "go-context needs a stage: make stage N up"; exit 2; }
+	@rm -rf "$(GO_CONTEXT_DIR)" && mkdir -p "$(GO_CONTEXT_DIR)/stages" "$(GO_CONTEXT_DIR)/tools/bin/linux"
+	@cp stages/Dockerfile "$(GO_CONTEXT_DIR)/stages/" && touch "$(GO_CONTEXT_DIR)/tools/bin/linux/.keep"
+	@for bin in $$($(COMPOSE) --profile '*' config | awk '$$1 == "BIN:" { print $$2 }' | sort -u); do 	  mkdir -p "$(GO_CONTEXT_DIR)/tools/bin/linux/$$bin" && ln "tools/bin/linux/$$bin/app" "$(GO_CONTEXT_DIR)/tools/bin/linux/$$bin/app"; 	done
+ifneq ($(OFFLINE_ENV),)
+stage-%: export GO_CONTEXT = $(GO_CONTEXT_DIR)
+endif
 
 tools-image: $(PREPARE)
 	@out=$$(docker build -q -f stages/Dockerfile --target $(GO_BUILD) --build-arg BIN=course --build-arg PKG=tools/cmd/course \
