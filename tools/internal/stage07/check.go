@@ -65,6 +65,7 @@ type Params struct {
 	KillAfter                time.Duration // jobs run this long before a worker is killed
 	Phase                    time.Duration // each phase of submissions around the broker's restart
 	PoisonWait               time.Duration // a poison message must end in a failed job within this
+	Connect                  time.Duration // every server and worker is connected to the broker within this
 }
 
 // Defaults are what `make stage 7 check` uses.
@@ -72,7 +73,7 @@ var Defaults = Params{Servers: "server", Workers: "worker", Broker: "rabbitmq", 
 	Deadline: 5 * time.Second, HeavyN: 25_000_009, JobN: 50_000_017, WorkerCPUs: 0.5,
 	PingP99: 100 * time.Millisecond, Burst: 5 * time.Second, KillJobs: 24,
 	Finish: 60 * time.Second, Stall: 5 * time.Second, ScaleJobs: 12, MinSpeedup: 1.8,
-	KillAfter: time.Second, Phase: 2 * time.Second, PoisonWait: 30 * time.Second}
+	KillAfter: time.Second, Phase: 2 * time.Second, PoisonWait: 30 * time.Second, Connect: 15 * time.Second}
 
 const doc = "docs/07-mq.md"
 
@@ -84,7 +85,7 @@ func Steps(p Params, s Stack) []check.Step {
 			Name: "rpc", Title: "GET /is-prime/:n answers through the workers, right for primes, composites and edge cases; bad input is a 4xx before anything is queued",
 			Doc:  doc + "#rpc-over-a-queue",
 			Hint: "the server publishes to rpc.is-prime with reply_to amq.rabbitmq.reply-to and a correlation id (shared/mq/publish.go); the worker answers to reply_to (stages/07-mq/worker). make stage 7 logs shows both sides.",
-			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return rpc(ctx, e, p, &took) },
+			Run:  func(ctx context.Context, e *check.Env) check.Verdict { return rpc(ctx, e, p, s, &took) },
 		},
 		{
 			Name: "responsive", Title: fmt.Sprintf("while a burst of prime checks keeps every worker busy, /ping through the VIP keeps its p99 under %s", p.PingP99),
@@ -160,7 +161,36 @@ func isPrime(ctx context.Context, e *check.Env, series string, n int64) (reply, 
 	return r, resp, nil
 }
 
-func rpc(ctx context.Context, e *check.Env, p Params, took *time.Duration) check.Verdict {
+// awaitConnected waits until every server and worker is connected to the broker: right
+// after the broker (re)starts they reconnect within their backoff (at most 2 s).
+func awaitConnected(ctx context.Context, p Params, s Stack, within time.Duration) (time.Duration, []string) {
+	start := time.Now()
+	for {
+		var missing []string
+		for _, svc := range []string{p.Servers, p.Workers} {
+			conns, err := s.Connections(ctx, svc)
+			if err != nil {
+				missing = append(missing, svc+": "+err.Error())
+			}
+			for host, c := range conns {
+				if !c.Up {
+					missing = append(missing, svc+" "+host)
+				}
+			}
+		}
+		slices.Sort(missing)
+		if len(missing) == 0 || time.Since(start) > within || ctx.Err() != nil {
+			return time.Since(start), missing
+		}
+		check.Pause(ctx, 200*time.Millisecond)
+	}
+}
+
+func rpc(ctx context.Context, e *check.Env, p Params, s Stack, took *time.Duration) check.Verdict {
+	if waited, missing := awaitConnected(ctx, p, s, p.Connect); len(missing) > 0 {
+		return check.Failed("every server and worker connected to the broker", fmt.Sprintf("not connected after %s: %s", waited.Round(time.Second), strings.Join(missing, ", "))).
+			WithHint("each process dials AMQP_ADDR with the credentials of mq.env.example (or your mq.env) and retries every 2 s at most: make stage 7 logs shows why it cannot.")
+	}
 	var wrong []string
 	var workers []string
 	for _, n := range []int64{0, 1, 2, 3, 4, 97, 7919, 7917, p.HeavyN, p.HeavyN + 2, 99_999_989, 100_000_000} {

@@ -32,6 +32,7 @@ type flaws struct {
 	wrongAnswer   bool // 1 is reported prime
 	badInput500   bool // an unparsable n is a 500
 	brokerReady   bool // the servers stop serving users while the broker is away
+	neverConnect  bool // wrong credentials: nobody ever connects to the broker
 }
 
 const (
@@ -80,7 +81,7 @@ type fake struct {
 func newFake(f flaws) *fake {
 	k := &fake{f: f, jobs: map[string]*fjob{}, w: map[string]*fworker{}, up: true, conns: map[string]*Conn{}, start: time.Now()}
 	for _, h := range []string{"s1", "s2", "s3", "w1", "w2"} {
-		k.conns[h] = &Conn{Up: true, Connections: 1}
+		k.conns[h] = &Conn{Up: !f.neverConnect, Connections: 1}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -508,7 +509,7 @@ var testParams = Params{Servers: "server", Workers: "worker", Broker: "rabbitmq"
 	Deadline: 300 * time.Millisecond, HeavyN: 25_000_009, JobN: 50_000_017, WorkerCPUs: 1,
 	PingP99: 100 * time.Millisecond, Burst: time.Second, KillJobs: 12, Finish: 5 * time.Second, Stall: 500 * time.Millisecond,
 	ScaleJobs: 6, MinSpeedup: 1.8, KillAfter: 60 * time.Millisecond, Phase: 300 * time.Millisecond,
-	PoisonWait: 3 * time.Second}
+	PoisonWait: 3 * time.Second, Connect: time.Second}
 
 func run(t *testing.T, f flaws) (map[string]check.Result, check.Outcome, string) {
 	t.Helper()
@@ -536,6 +537,7 @@ func TestCheckFailsEachBrokenStack(t *testing.T) {
 		order = append(order, st.Name)
 	}
 	checktest.FirstFailEach(t, doc, order, []checktest.Broken[flaws]{
+		{Name: "never connects", Flaws: flaws{neverConnect: true}, Failing: "rpc", Hint: "AMQP_ADDR", Actual: "not connected after"},
 		{Name: "wrong answer", Flaws: flaws{wrongAnswer: true}, Failing: "rpc", Hint: "reply_to", Actual: "1: answered"},
 		{Name: "bad input is a 500", Flaws: flaws{badInput500: true}, Failing: "rpc", Hint: "before anything is published", Actual: "/is-prime/abc"},
 		{Name: "servers compute primes", Flaws: flaws{localPrime: true}, Failing: "responsive", Hint: "PRIME_MODE", Actual: "p99"},
