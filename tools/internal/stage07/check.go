@@ -55,7 +55,7 @@ type Params struct {
 	HeavyN                   int64         // a prime: the worst case of the naive check, ~50 ms of CPU
 	JobN                     int64         // a prime for jobs, ~100 ms of CPU
 	WorkerCPUs               float64       // each worker's CPU limit
-	PingP99                  time.Duration // /ping's p99 bound while the workers are saturated
+	PingP99                  time.Duration // /ping's p99 bound while the workers are saturated: well above the 20-110 ms measured with the queue on a busy 2-core machine, well below the 1.1 s with the servers computing
 	Burst                    time.Duration // how long the responsive step's burst lasts
 	KillJobs                 int           // jobs in flight when a worker is killed
 	Finish                   time.Duration // accepted jobs must all finish within this, once the stack is whole
@@ -71,7 +71,7 @@ type Params struct {
 // Defaults are what `make stage 7 check` uses.
 var Defaults = Params{Servers: "server", Workers: "worker", Broker: "rabbitmq", JobsQueue: "jobs",
 	Deadline: 5 * time.Second, HeavyN: 25_000_009, JobN: 50_000_017, WorkerCPUs: 0.5,
-	PingP99: 100 * time.Millisecond, Burst: 5 * time.Second, KillJobs: 24,
+	PingP99: 250 * time.Millisecond, Burst: 5 * time.Second, KillJobs: 24,
 	Finish: 60 * time.Second, Stall: 5 * time.Second, ScaleJobs: 12, MinSpeedup: 1.8,
 	KillAfter: time.Second, Phase: 2 * time.Second, PoisonWait: 30 * time.Second, Connect: 15 * time.Second}
 

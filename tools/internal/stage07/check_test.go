@@ -278,7 +278,7 @@ func (k *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		busy := k.prime > 0
 		k.mu.Unlock()
 		if k.f.localPrime && busy {
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(400 * time.Millisecond)
 		}
 		reply(200, `{"message":"pong"}`)
 	case strings.HasPrefix(r.URL.Path, "/is-prime/"):
@@ -507,7 +507,7 @@ func (k *fake) publish(m msg) {
 // testParams shrink every wait: the fake's prime check costs 40 ms and its deadline is 300 ms.
 var testParams = Params{Servers: "server", Workers: "worker", Broker: "rabbitmq", JobsQueue: "jobs",
 	Deadline: 300 * time.Millisecond, HeavyN: 25_000_009, JobN: 50_000_017, WorkerCPUs: 1,
-	PingP99: 100 * time.Millisecond, Burst: time.Second, KillJobs: 12, Finish: 5 * time.Second, Stall: 500 * time.Millisecond,
+	PingP99: 250 * time.Millisecond, Burst: time.Second, KillJobs: 12, Finish: 5 * time.Second, Stall: 500 * time.Millisecond,
 	ScaleJobs: 6, MinSpeedup: 1.8, KillAfter: 60 * time.Millisecond, Phase: 300 * time.Millisecond,
 	PoisonWait: 3 * time.Second, Connect: time.Second}
 
