@@ -2,7 +2,6 @@ package mq
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestURL(t *testing.T) {
@@ -54,20 +54,10 @@ func contextWithDeadline(t *testing.T) context.Context {
 	return ctx
 }
 
-func TestIsUnavailable(t *testing.T) {
-	for _, err := range []error{ErrUnavailable, amqp.ErrClosed, &amqp.Error{Code: 320}, &net.OpError{Op: "dial", Err: errors.New("refused")}} {
-		assert.True(t, IsUnavailable(err), "%v", err)
-	}
-	assert.False(t, IsUnavailable(ErrRefused))
-	assert.False(t, IsUnavailable(errors.New("bug")))
-}
-
 // While the broker cannot be reached the session says so at once, and Close stops it.
 func TestSessionWithoutABroker(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, then hangs up: no AMQP here
-	if err != nil {
-		t.Skip(err)
-	}
+	require.NoError(t, err)
 	go func() {
 		for {
 			c, err := ln.Accept()

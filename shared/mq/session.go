@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -203,13 +202,4 @@ func (s *Session[L]) down() {
 	s.mu.Lock()
 	s.lastDown = time.Now()
 	s.mu.Unlock()
-}
-
-// IsUnavailable reports errors that mean "the broker cannot take this now": no connection,
-// a channel or connection closed under us, or a network error.
-func IsUnavailable(err error) bool {
-	var amqpErr *amqp.Error
-	var netErr net.Error
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, amqp.ErrClosed) ||
-		errors.As(err, &amqpErr) || errors.As(err, &netErr)
 }
