@@ -901,33 +901,44 @@ func hostCPU() (idle, total uint64, err error) {
 	return idle, total, nil
 }
 
+// scaling measures one worker against two; a shortfall the machine explains (see
+// scaleOnce) is measured once more before it is called inconclusive: on a busy 2-core
+// machine one measurement of a few seconds can be unlucky.
 func scaling(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdict {
+	v, again := scaleOnce(ctx, e, p, s)
+	if again {
+		v, _ = scaleOnce(ctx, e, p, s)
+	}
+	return v
+}
+
+func scaleOnce(ctx context.Context, e *check.Env, p Params, s Stack) (v check.Verdict, again bool) {
 	workers, err := s.Replicas(ctx, p.Workers)
 	if err != nil || len(workers) != 2 {
-		return check.NotProven("this step compares one worker with two; %d are running (%v)", len(workers), err)
+		return check.NotProven("this step compares one worker with two; %d are running (%v)", len(workers), err), false
 	}
 	defer restore(ctx, s, p.Workers)
 	if err := s.StopReplica(ctx, p.Workers, workers[1]); err != nil {
-		return check.NotProven("could not stop %s: %v", workers[1], err)
+		return check.NotProven("could not stop %s: %v", workers[1], err), false
 	}
 	one, err := rate(ctx, e, p, s, p.ScaleJobs)
 	if err != nil {
-		return check.Failed("jobs complete with one worker", err.Error())
+		return check.Failed("jobs complete with one worker", err.Error()), false
 	}
 	restore(ctx, s, p.Workers)
 	two, err := rate(ctx, e, p, s, 2*p.ScaleJobs)
 	if err != nil {
-		return check.Failed("jobs complete with two workers", err.Error())
+		return check.Failed("jobs complete with two workers", err.Error()), false
 	}
 	speedup := two.perSec / one.perSec
 	got := fmt.Sprintf("%.1f jobs/s with one worker, %.1f with two: %.2fx (jobs by worker %s; CPU used %.0f%% of the limits, then %.0f%%)",
 		one.perSec, two.perSec, speedup, check.Counts(two.byWorker), 100*one.cpuShare(p, 1), 100*two.cpuShare(p, 2))
 	want := fmt.Sprintf("at least %.1fx the jobs/s of one worker", p.MinSpeedup)
 	if short := check.Unfair(two.byWorker, slices.Collect(maps.Keys(two.byWorker)), 0.6); len(two.byWorker) < 2 || len(short) > 0 {
-		return check.Failed(want+", each worker taking its share", got)
+		return check.Failed(want+", each worker taking its share", got), false
 	}
 	if speedup >= p.MinSpeedup {
-		return check.Passed("%s", got)
+		return check.Passed("%s", got), false
 	}
 	// Both took their share, yet less than the speedup. Workers at their limits mean each
 	// job cost more CPU with two (the cores slow each other: shared caches, SMT siblings);
@@ -935,10 +946,10 @@ func scaling(ctx context.Context, e *check.Env, p Params, s Stack) check.Verdict
 	// workers idling on a machine with room to spare is the stage's fault.
 	switch {
 	case two.cpuShare(p, 2) >= 0.8:
-		return check.NotProven("%s: both workers ran at their CPU limits, so each job cost more CPU with two than with one: the machine's cores, not the queue", got)
+		return check.NotProven("%s: both workers ran at their CPU limits, so each job cost more CPU with two than with one: the machine's cores, not the queue", got), true
 	case two.hostIdle >= 0 && two.hostIdle < 0.15:
-		return check.NotProven("%s: the machine was %.0f%% busy, so the workers could not get their CPU", got, 100*(1-two.hostIdle))
+		return check.NotProven("%s: the machine was %.0f%% busy, so the workers could not get their CPU", got, 100*(1-two.hostIdle)), true
 	}
 	return check.Failed(want, got+": the workers idled while jobs waited").
-		WithHint("with jobs waiting, each worker should run at its CPU limit: look for something that serializes them (a shared lock, a prefetch of 1 with slow acks, one consumer for both).")
+		WithHint("with jobs waiting, each worker should run at its CPU limit: look for something that serializes them (a shared lock, a prefetch of 1 with slow acks, one consumer for both)."), false
 }
